@@ -1,0 +1,1 @@
+"""Analysis tools: frequency usage, attention entropy, effective learning rate."""

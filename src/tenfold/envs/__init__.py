@@ -1,0 +1,1 @@
+"""Environments with the gymnasium API, and scripted or heuristic experts."""

@@ -1,0 +1,10 @@
+"""Models built from ``tenfold.nn``: GPT, TRecViT and ViViT, hypernetworks, decision transformers."""
+
+from tenfold._lazy import lazy_exports
+
+_EXPORTS = {
+    "GPT": "gpt", "GPTConfig": "gpt",
+    "TRecViT": "trecvit",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

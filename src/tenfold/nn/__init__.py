@@ -1,0 +1,13 @@
+"""Layers: attention with softmax choices, rotary embeddings, structured linears, RG-LRU, xLSTM."""
+
+from tenfold._lazy import lazy_exports
+
+_EXPORTS = {
+    "Attention": "attention", "KVCache": "attention",
+    "RotaryEmbedding": "rope",
+    "adaptive_temperature_softmax": "adaptive_temperature",
+    "LowRankLinear": "structured", "BlockDenseLinear": "structured", "BlockShuffleLinear": "structured",
+    "RGLRU": "rglru",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

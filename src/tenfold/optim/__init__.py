@@ -1,0 +1,11 @@
+"""Optimizers and optimizer-side methods: TAM/AdaTAM, Normalize-and-Project, soft parameter resets."""
+
+from tenfold._lazy import lazy_exports
+
+_EXPORTS = {
+    "TAM": "tam", "AdaTAM": "tam",
+    "NaP": "nap",
+    "SoftReset": "soft_reset",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

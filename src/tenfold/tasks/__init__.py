@@ -1,0 +1,1 @@
+"""Synthetic tasks and task streams, generated in code (nothing is downloaded)."""
