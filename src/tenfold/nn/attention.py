@@ -1,0 +1,164 @@
+"""Multi-head self-attention shared by every transformer in tenfold, with a rotary-embedding hook,
+softmax choices and a (growing or sliding-window) KV cache.
+
+    q, k, v = x W_q, x W_k, x W_v              split into heads: (batch, heads, seq, head_dim)
+    q, k    = rope(q, positions), rope(k, positions)          when a rotary embedding is given
+    A       = softmax_kind(q k^T / sqrt(head_dim) + mask)     "softmax" | "adaptive" | "log-n"
+    y       = (A v) W_o
+
+Plain softmax without recorded weights runs through ``scaled_dot_product_attention``; the other
+softmax kinds come from ``tenfold.nn.adaptive_temperature`` (Veličković et al., 2024).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SOFTMAX_KINDS = ("softmax", "adaptive", "log-n")
+
+
+class KVCache:
+    """Keys and values of earlier positions, shaped (batch, heads, seq, head_dim), with their positions.
+
+    ``window=None`` grows without bound; ``window=W`` keeps the last W positions (sliding window).
+    Keys are stored after the rotary embedding, so cached keys are never rotated twice.
+    """
+
+    def __init__(self, window: int | None = None):
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1 or None, got {window}")
+        self.window = window
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.positions: torch.Tensor | None = None  # (seq,) absolute positions of the cached keys
+        self.next_position = 0
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):
+        """Add new keys/values; return all keys, values and key positions the new queries may see."""
+        if self.k is None:
+            self.k, self.v, self.positions = k, v, positions
+        else:
+            self.k = torch.cat([self.k, k], dim=-2)
+            self.v = torch.cat([self.v, v], dim=-2)
+            self.positions = torch.cat([self.positions, positions])
+        keys, values, key_positions = self.k, self.v, self.positions
+        if self.window is not None and len(self) > self.window:
+            # keep what the next query can see; this call still gets every key it may attend to
+            self.k, self.v = self.k[..., -self.window:, :], self.v[..., -self.window:, :]
+            self.positions = self.positions[-self.window:]
+        self.next_position = int(positions[-1]) + 1
+        return keys, values, key_positions
+
+    def nbytes(self) -> int:
+        return 0 if self.k is None else self.k.nbytes + self.v.nbytes
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (Vaswani et al., 2017) with optional rotary embedding and KV cache.
+
+    Args:
+        dim: model width. num_heads: number of heads; ``head_dim`` defaults to ``dim // num_heads``.
+        rope: a module applied as ``rope(x, positions)`` to queries and keys shaped
+            (batch, heads, seq, head_dim), e.g. ``tenfold.nn.RotaryEmbedding``; None for no rotation.
+        softmax: ``"softmax"``, ``"adaptive"`` (adaptive temperature) or ``"log-n"`` (log-length scaling).
+        causal: mask future positions. window: local attention over the last ``window`` keys.
+        bias: biases on the projections.
+
+    Set ``record = True`` to keep the last call's queries, keys (before rotation) and attention
+    weights in ``self.recorded`` for analysis.
+    """
+
+    def __init__(self, *, dim: int, num_heads: int, head_dim: int | None = None, rope: nn.Module | None = None,
+                 softmax: str = "softmax", causal: bool = True, window: int | None = None, bias: bool = False):
+        super().__init__()
+        head_dim = head_dim if head_dim is not None else (dim // num_heads if num_heads > 0 else 0)
+        if dim < 1 or num_heads < 1:
+            raise ValueError(f"dim and num_heads must be >= 1, got dim={dim}, num_heads={num_heads}")
+        if head_dim < 1:
+            raise ValueError(f"head_dim must be >= 1 (dim={dim}, num_heads={num_heads})")
+        if softmax not in SOFTMAX_KINDS:
+            raise ValueError(f"softmax must be one of {SOFTMAX_KINDS}, got {softmax!r}")
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1 or None, got {window}")
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim
+        self.rope, self.softmax, self.causal, self.window = rope, softmax, causal, window
+        self.qkv = nn.Linear(dim, 3 * num_heads * head_dim, bias=bias)
+        self.out = nn.Linear(num_heads * head_dim, dim, bias=bias)
+        self.record = False
+        self.recorded: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None, cache: KVCache | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, seq, dim); positions: (seq,) or (batch, seq) ints, default continuing the cache;
+        attn_mask: bool, broadcastable to (batch, heads, seq, keys), True where attention is allowed."""
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected x shaped (batch, seq, {self.dim}), got {tuple(x.shape)}")
+        batch, seq, _ = x.shape
+        if positions is None:
+            start = cache.next_position if cache is not None else 0
+            positions = torch.arange(start, start + seq, device=x.device)
+        q, k, v = self.qkv(x).view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # q, k, v: (batch, heads, seq, head_dim)
+        if self.record:
+            self.recorded = {"q": q.detach(), "k": k.detach()}
+        if self.rope is not None:
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        key_positions = positions
+        if cache is not None:
+            if positions.dim() != 1:
+                raise ValueError("a KV cache needs positions shaped (seq,), shared by the batch")
+            k, v, key_positions = cache.append(k, v, positions)
+        mask = self._mask(positions, key_positions, attn_mask, x.device)
+        y = self._attend(q, k, v, mask)  # (batch, heads, seq, head_dim)
+        return self.out(y.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
+
+    def _mask(self, q_pos, k_pos, attn_mask, device) -> torch.Tensor | None:
+        """Bool mask broadcastable to (batch, heads, seq, keys), True where attention is allowed."""
+        mask = None
+        if self.causal or self.window is not None:
+            offset = k_pos.unsqueeze(-2) - q_pos.unsqueeze(-1)  # (..., seq, keys): key minus query position
+            mask = offset <= 0 if self.causal else torch.ones_like(offset, dtype=torch.bool)
+            if self.window is not None:
+                mask = mask & (offset > -self.window)
+            if mask.dim() == 3:  # per-batch positions: (batch, seq, keys) -> (batch, 1, seq, keys)
+                mask = mask.unsqueeze(1)
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(device=device, dtype=torch.bool)
+            mask = attn_mask if mask is None else mask & attn_mask
+        return mask
+
+    def _attend(self, q, k, v, mask) -> torch.Tensor:
+        if self.softmax == "softmax" and not self.record:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (batch, heads, seq, keys)
+        weights = attention_weights(scores, self.softmax, mask)
+        if self.record:
+            self.recorded["weights"] = weights.detach()
+        return weights @ v
+
+
+def attention_weights(scores: torch.Tensor, kind: str, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalise attention ``scores`` over the last dim with softmax ``kind``; masked entries get 0
+    and a fully masked row gives all zeros, never NaN."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = _softmax_fn(kind)(scores.float()).to(scores.dtype)
+    return torch.nan_to_num(weights, nan=0.0) if mask is not None else weights
+
+
+def _softmax_fn(kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if kind == "softmax":
+        return lambda s: torch.softmax(s, dim=-1)
+    if kind not in SOFTMAX_KINDS:
+        raise ValueError(f"softmax must be one of {SOFTMAX_KINDS}, got {kind!r}")
+    from tenfold.nn import adaptive_temperature  # the adaptive-temperature paper's module
+
+    return adaptive_temperature.SOFTMAX_FUNCTIONS[kind]
