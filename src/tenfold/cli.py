@@ -1,0 +1,216 @@
+"""The ``tenfold`` command line: list, run, reproduce, report, bench (see DESIGN.md).
+
+Exit codes: 0 done; 1 done but a claim failed (only with ``--strict``); 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tenfold import registry
+from tenfold.config import ConfigError
+from tenfold.experiment import PRESET_NAMES
+
+EXIT_OK, EXIT_CLAIM_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage: printed and turned into exit code 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (UsageError, ConfigError) as exc:
+        print(f"tenfold: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ntenfold: interrupted; finished seeds are saved, continue with --resume", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tenfold", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the experiments")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("run", help="run one experiment")
+    p.add_argument("name")
+    _add_run_options(p)
+    p.add_argument("--seeds", help="comma-separated seeds, overriding the preset's")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--resume", action="store_true", help="continue the newest run folder, skipping finished seeds")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("reproduce", help="run all (or some) experiments and write the report")
+    _add_run_options(p)
+    p.add_argument("--only", help="comma-separated experiment names")
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs")
+    p.set_defaults(handler=cmd_reproduce)
+
+    p = sub.add_parser("report", help="rebuild the report from results on disk")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--out", type=Path, help="where REPORT.md goes (default: DIR)")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("bench", help="performance benchmarks, as ratios against a baseline")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--out", type=Path, default=Path("runs/bench"))
+    p.add_argument("--full", action="store_true", help="the larger grid (slower)")
+    p.set_defaults(handler=cmd_bench)
+    return parser
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESET_NAMES)} (default quick)")
+    p.add_argument("--out", type=Path, default=Path("runs"))
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--workers", type=int, default=None, help="parallel seed processes (default: cores)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a claim fails")
+
+
+def cmd_list(args) -> int:
+    experiments = registry.all_experiments()
+    print(f"{'name':<22}{'claims':>7}{'quick':>9}  paper")
+    for exp in experiments:
+        print(f"{exp.name:<22}{len(exp.claim_ids):>7}{exp.quick_minutes:>7.1f} m  {exp.paper}")
+    return EXIT_OK
+
+
+def _experiment(name: str):
+    try:
+        return registry.get(name)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+
+
+def _check_preset(preset: str) -> None:
+    if preset not in PRESET_NAMES:
+        raise UsageError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESET_NAMES)}")
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {pair!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds expects comma-separated non-negative ints, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds expects distinct non-negative ints, got {text!r}")
+    return seeds
+
+
+def _run(exp, cfg, args, resume: bool) -> dict:
+    from tenfold.runner import RunError, run_experiment
+
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        return run_experiment(exp, cfg, args.preset, args.out, args.device, args.workers, resume, log=log)
+    except RunError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_run(args) -> int:
+    exp = _experiment(args.name)
+    _check_preset(args.preset)
+    cfg = exp.config(args.preset, _parse_sets(args.set), _parse_seeds(args.seeds))
+    result = _run(exp, cfg, args, args.resume)
+    print(claim_table(result))
+    print(f"\nresult: {Path(result['_dir']) / 'result.json'}  ({result['wall_s']:.1f}s)")
+    return _exit_for([result], args.strict)
+
+
+def cmd_reproduce(args) -> int:
+    from tenfold.report import write_report
+
+    _check_preset(args.preset)
+    names = args.only.split(",") if args.only else registry.names()
+    experiments = [_experiment(n.strip()) for n in names]
+    results, start = [], time.perf_counter()
+    for i, exp in enumerate(experiments, 1):
+        print(f"\n== [{i}/{len(experiments)}] {exp.name}: {exp.paper} (about {exp.quick_minutes:.0f} min at quick)",
+              file=sys.stderr, flush=True)
+        result = _run(exp, exp.config(args.preset), args, args.resume)
+        print(claim_table(result))
+        results.append(result)
+    report = write_report(args.out)
+    passed = sum(c["passed"] for r in results for c in r["claims"])
+    total = sum(len(r["claims"]) for r in results)
+    print(f"\n{passed}/{total} claims passed in {time.perf_counter() - start:.0f}s")
+    print(f"report: {report} and {report.with_name('report.html')}")
+    return _exit_for(results, args.strict)
+
+
+def cmd_report(args) -> int:
+    from tenfold.report import write_report
+
+    if not args.dir.is_dir():
+        raise UsageError(f"no such results folder: {args.dir}")
+    try:
+        path = write_report(args.dir, args.out)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"report: {path} and {path.with_name('report.html')}")
+    return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    from tenfold.utils.checkpoint import atomic_write_json
+    from tenfold.utils.threads import single_thread
+
+    experiments = [_experiment(n) for n in args.names] if args.names else \
+        [e for e in registry.all_experiments() if e.bench is not None]
+    missing = [e.name for e in experiments if e.bench is None]
+    if missing:
+        valid = [e.name for e in registry.all_experiments() if e.bench is not None]
+        raise UsageError(f"no benchmark for {missing}; experiments with benchmarks: {', '.join(valid) or '(none)'}")
+    single_thread()
+    for exp in experiments:
+        rows = exp.bench(not args.full)
+        print(f"\n== {exp.name}")
+        print(bench_table(rows))
+        atomic_write_json(args.out / f"{exp.name}.json", [row.to_dict() for row in rows])
+    print(f"\nbenchmarks written to {args.out}")
+    return EXIT_OK
+
+
+def claim_table(result: dict) -> str:
+    lines = [f"\n{result['experiment']} ({result['preset']}, seeds {result['seeds']})",
+             f"  {'claim':<34}{'measured':>12}  {'threshold':<12}result"]
+    for claim in result["claims"]:
+        lines.append(f"  {claim['id']:<34}{claim['measured']:>12.4g}  {claim['threshold']:<12}"
+                     f"{'PASS' if claim['passed'] else 'FAIL'}")
+    return "\n".join(lines)
+
+
+def bench_table(rows) -> str:
+    lines = [f"  {'benchmark':<40}{'baseline':>14}{'method':>14}{'ratio':>9}"]
+    for row in rows:
+        lines.append(f"  {row.name:<40}{row.baseline_s * 1e3:>11.3f} ms{row.method_s * 1e3:>11.3f} ms{row.ratio:>9.3f}")
+    return "\n".join(lines)
+
+
+def _exit_for(results: list[dict], strict: bool) -> int:
+    failed = any(not c["passed"] for r in results for c in r["claims"])
+    return EXIT_CLAIM_FAILED if strict and failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

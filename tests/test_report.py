@@ -1,0 +1,57 @@
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tenfold.report import load_results, write_report  # noqa: E402
+
+
+def _fixture_result(folder, name, passed, measured, mtime=None):
+    folder.mkdir(parents=True)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(folder / "curve.png")
+    plt.close(fig)
+    result = {
+        "experiment": name, "paper": f"Paper of {name}", "preset": "quick", "seeds": [0, 1],
+        "config": {"seeds": [0, 1], "lr": 0.1}, "metrics": {"acc": {"mean": 0.9}},
+        "claims": [{"id": f"{name}.claim", "statement": "A beats B | by a margin", "paper": "A > B",
+                    "measured": measured, "threshold": ">= 0.5", "passed": passed}],
+        "figures": ["curve.png"], "wall_s": 12.0,
+        "env": {"tenfold": "0.1.0", "torch": "2.13.0", "python": "3.11", "device": "cpu", "threads": 1},
+    }
+    (folder / "result.json").write_text(json.dumps(result))
+    if mtime is not None:
+        os.utime(folder / "result.json", (mtime, mtime))
+
+
+def test_report_lists_every_claim_with_pass_and_fail(tmp_path):
+    _fixture_result(tmp_path / "alpha", "alpha", True, 0.7)
+    _fixture_result(tmp_path / "beta", "beta", False, 0.2)
+    path = write_report(tmp_path)
+    text = path.read_text()
+    assert "**1 of 2 claims passed**" in text
+    assert "| alpha | `alpha.claim` | A beats B \\| by a margin | A > B | 0.7 | >= 0.5 | PASS |" in text
+    assert "| beta | `beta.claim` |" in text and "**FAIL**" in text
+    assert "![curve](figures/alpha/curve.png)" in text
+    assert (tmp_path / "figures" / "beta" / "curve.png").exists()
+    html = (tmp_path / "report.html").read_text()
+    assert "<script" not in html and "http" not in html.split("<body>")[1]  # self-contained
+    assert "src='figures/alpha/curve.png'" in html and "class=\"fail\"" in html
+
+
+def test_report_uses_the_newest_result_of_each_experiment(tmp_path):
+    _fixture_result(tmp_path / "alpha", "alpha", False, 0.1, mtime=1_000_000)
+    _fixture_result(tmp_path / "alpha-20260101-000000", "alpha", True, 0.9, mtime=2_000_000)
+    results = load_results(tmp_path)
+    assert len(results) == 1 and results[0]["claims"][0]["measured"] == 0.9
+
+
+def test_report_can_be_written_elsewhere(tmp_path):
+    _fixture_result(tmp_path / "runs" / "alpha", "alpha", True, 0.7)
+    path = write_report(tmp_path / "runs", tmp_path / "docs")
+    assert path == tmp_path / "docs" / "REPORT.md"
+    assert (tmp_path / "docs" / "figures" / "alpha" / "curve.png").exists()

@@ -1,0 +1,96 @@
+import json
+
+import pytest
+
+from tenfold import registry
+from tenfold.runner import RunError, output_dir, run_experiment
+
+RESULT_KEYS = {"experiment", "paper", "preset", "seeds", "config", "claims", "metrics", "figures", "wall_s", "env"}
+CLAIM_KEYS = {"id", "statement", "paper", "measured", "threshold", "passed"}
+
+
+def run_toy(tmp_path, seeds=(0, 1, 2), resume=False, workers=1, **overrides):
+    exp = registry.get("toy")
+    cfg = exp.config("smoke", {k: str(v) for k, v in overrides.items()}, seeds)
+    return run_experiment(exp, cfg, "smoke", tmp_path, workers=workers, resume=resume, log=lambda m: None)
+
+
+def test_result_json_has_the_design_schema(tmp_path):
+    result = run_toy(tmp_path)
+    saved = json.loads((tmp_path / "toy" / "result.json").read_text())
+    assert set(saved) == RESULT_KEYS
+    assert saved["experiment"] == "toy" and saved["preset"] == "smoke" and saved["seeds"] == [0, 1, 2]
+    for claim in saved["claims"]:
+        assert set(claim) == CLAIM_KEYS
+        assert isinstance(claim["measured"], float) and isinstance(claim["passed"], bool)
+    assert set(saved["env"]) >= {"tenfold", "torch", "python", "device", "threads"}
+    assert saved["env"]["threads"] == 1
+    assert saved["metrics"]["final_loss"]["fast"]["per_seed"].__len__() == 3
+    assert all((tmp_path / "toy" / f).exists() for f in saved["figures"])
+    assert result["claims"] == saved["claims"]
+
+
+def test_each_seed_is_saved_as_a_record(tmp_path):
+    run_toy(tmp_path)
+    for seed in (0, 1, 2):
+        record = json.loads((tmp_path / "toy" / "seeds" / f"seed_{seed}.json").read_text())
+        assert record["seed"] == seed and "fast" in record["record"]
+
+
+def test_same_seeds_give_the_same_metrics(tmp_path):
+    first = run_toy(tmp_path / "a")
+    second = run_toy(tmp_path / "b")
+    assert first["metrics"] == second["metrics"]
+
+
+def test_parallel_workers_give_the_same_metrics_as_one_process(tmp_path):
+    serial = run_toy(tmp_path / "serial", seeds=(0, 1))
+    parallel = run_toy(tmp_path / "parallel", seeds=(0, 1), workers=2)
+    assert serial["metrics"] == parallel["metrics"]
+    assert parallel["env"]["workers"] == 2
+
+
+def test_interrupted_run_resumed_equals_uninterrupted(tmp_path):
+    whole = run_toy(tmp_path / "whole")
+    run_toy(tmp_path / "cut")
+    folder = tmp_path / "cut" / "toy"
+    (folder / "seeds" / "seed_2.json").unlink()  # as if killed before seed 2 finished
+    (folder / "result.json").unlink()
+    saved_seed_0 = (folder / "seeds" / "seed_0.json").stat().st_mtime_ns
+    resumed = run_toy(tmp_path / "cut", resume=True)
+    assert resumed["_dir"] == str(folder)
+    assert (folder / "seeds" / "seed_0.json").stat().st_mtime_ns == saved_seed_0  # not rerun
+    assert resumed["metrics"] == whole["metrics"]
+    assert resumed["claims"] == whole["claims"]
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    run_toy(tmp_path)
+    with pytest.raises(RunError, match="steps"):
+        run_toy(tmp_path, resume=True, steps=11)
+
+
+def test_output_dir_keeps_old_results(tmp_path):
+    assert output_dir(tmp_path, "toy", resume=False) == tmp_path / "toy"
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "result.json").write_text("{}")
+    fresh = output_dir(tmp_path, "toy", resume=False)
+    assert fresh != tmp_path / "toy" and fresh.name.startswith("toy-")
+    assert output_dir(tmp_path, "toy", resume=True) == tmp_path / "toy"
+
+
+def test_cuda_request_without_cuda_is_refused(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    exp = registry.get("toy")
+    with pytest.raises(RunError, match="CUDA"):
+        run_experiment(exp, exp.config("smoke"), "smoke", tmp_path, device="cuda")
+
+
+def test_evaluation_must_return_the_declared_claims(tmp_path, monkeypatch):
+    exp = registry.get("toy")
+    monkeypatch.setattr(exp, "claim_ids", ("toy.fast-wins", "toy.something-else"))
+    with pytest.raises(RunError, match="declared"):
+        run_toy(tmp_path)
