@@ -7,7 +7,8 @@ softmax choices and a (growing or sliding-window) KV cache.
     y       = (A v) W_o
 
 Plain softmax without recorded weights runs through ``scaled_dot_product_attention``; the other
-softmax kinds come from ``tenfold.nn.adaptive_temperature`` (Veličković et al., 2024).
+softmax kinds come from ``tenfold.nn.adaptive_temperature`` (Veličković et al., 2024), densely, or for
+long key sequences (``two_pass_min_keys``) in two passes that never form the full weight matrix.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ class Attention(nn.Module):
         self.out = nn.Linear(num_heads * head_dim, dim, bias=bias)
         self.record = False
         self.recorded: dict[str, torch.Tensor] = {}
+        # "adaptive"/"log-n" with at least this many keys (and record off) run in two passes: streaming
+        # row entropy over key chunks of ``two_pass_chunk``, then SDPA on beta-scaled queries (same result)
+        self.two_pass_min_keys, self.two_pass_chunk = 4096, 1024
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None, cache: KVCache | None = None,
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -132,12 +136,19 @@ class Attention(nn.Module):
                 mask = mask.unsqueeze(1)
         if attn_mask is not None:
             attn_mask = attn_mask.to(device=device, dtype=torch.bool)
+            while attn_mask.dim() < 2:  # e.g. a (keys,) padding mask: (keys,) -> (1, keys), as SDPA needs
+                attn_mask = attn_mask.unsqueeze(0)
             mask = attn_mask if mask is None else mask & attn_mask
         return mask
 
     def _attend(self, q, k, v, mask) -> torch.Tensor:
         if self.softmax == "softmax" and not self.record:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if not self.record and k.shape[-2] >= self.two_pass_min_keys:
+            from tenfold.nn.adaptive_temperature import two_pass_attention
+
+            return two_pass_attention(q, k, v, kind=self.softmax, attn_mask=mask, scale=1 / math.sqrt(self.head_dim),
+                                      chunk_size=self.two_pass_chunk)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (batch, heads, seq, keys)
         weights = attention_weights(scores, self.softmax, mask)
         if self.record:
