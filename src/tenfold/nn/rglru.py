@@ -1,0 +1,374 @@
+"""The Real-Gated Linear Recurrent Unit (RG-LRU) of Griffin/Hawk (De et al., 2024, arXiv 2402.19427)
+as TRecViT uses it over time (Pătrăucean et al., 2024, arXiv 2412.14294), with the causal depthwise
+temporal convolution and the Griffin recurrent block around it.
+
+RG-LRU, per channel, input v_t in R^W (c = 8):
+
+    r_t = sigmoid(BD_a v_t),   i_t = sigmoid(BD_x v_t)             BD: block-diagonal, num_heads blocks
+    log a_t = -c * r_t * softplus(Lambda)                          a_t = sigma(-Lambda)^(c r_t)
+    m_t = sqrt(1 - a_t^2)                                          gradient of sqrt bounded by 1000
+    h_t = a_t * h_{t-1} + m_t * (i_t * v_t)                        y_t = h_t (state kept in fp32)
+
+with a reset at segment position 0 (a_0 = 0, m_0 = 1, so h_0 = i_0 * v_0). Lambda is initialised on a
+ring: a^2 ~ U[min_rad^2, max_rad^2] (TRecViT: min_rad 0.5, max_rad 0.999).
+
+The linear recurrence h_t = a_t h_{t-1} + b_t runs through :func:`linear_scan`, which has three
+implementations: ``"loop"`` (a plain autograd loop over time), ``"custom"`` (the same loop without
+autograd bookkeeping inside a ``torch.autograd.Function`` whose backward is the reverse-time
+recurrence g_t = dy_t + a_{t+1} g_{t+1}; it saves only a and h) and ``"doubling"`` (Hillis-Steele,
+log2(T) vectorised steps; autograd-native).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tenfold.nn.blockdiag import BlockDiagonalLinear
+
+SCAN_IMPLS = ("loop", "custom", "doubling")
+MAX_SQRT_GRADIENT = 1000.0
+
+
+# ----------------------------------------------------------------------------------------------
+# bounded-gradient sqrt
+
+
+class _SqrtBoundedGrad(torch.autograd.Function):
+    """sqrt(x) whose backward evaluates d sqrt/dx at max(x, 1 / (4 max_grad^2))."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, max_grad: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.max_grad = max_grad
+        return torch.sqrt(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        x_pre = torch.clamp(x, min=1.0 / (4.0 * ctx.max_grad ** 2))
+        return grad * 0.5 * torch.rsqrt(x_pre), None
+
+
+def sqrt_bounded_grad(x: torch.Tensor, max_grad: float = MAX_SQRT_GRADIENT) -> torch.Tensor:
+    """Square root with the derivative clipped at ``max_grad`` (recurrentgemma's sqrt_bound_derivative)."""
+    return _SqrtBoundedGrad.apply(x, max_grad)
+
+
+# ----------------------------------------------------------------------------------------------
+# linear scan h_t = a_t * h_{t-1} + b_t over dim 1
+
+
+def _scan_forward_loop(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """The recurrence without autograd bookkeeping; a, b (batch, T, width) -> h (batch, T, width)."""
+    out = torch.empty_like(b)
+    h = b[:, 0] if h0 is None else torch.addcmul(b[:, 0], a[:, 0], h0)
+    out[:, 0] = h
+    for t in range(1, b.shape[1]):
+        h = torch.addcmul(b[:, t], a[:, t], h)
+        out[:, t] = h
+    return out
+
+
+class LinearScanFn(torch.autograd.Function):
+    """h_t = a_t h_{t-1} + b_t with a reverse-time backward; saves only (a, h, h0).
+
+    Backward, with g the gradient flowing into h_t:  g_t = dy_t + a_{t+1} g_{t+1},
+    db_t = g_t,  da_t = g_t h_{t-1},  dh_{-1} = a_0 g_0.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+        h = _scan_forward_loop(a, b, h0)
+        ctx.has_h0 = h0 is not None
+        ctx.save_for_backward(a, h, h0 if h0 is not None else h.new_zeros(()))
+        return h
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        a, h, h0 = ctx.saved_tensors
+        g = torch.empty_like(dy)
+        carry = dy[:, -1]
+        g[:, -1] = carry
+        for t in range(dy.shape[1] - 2, -1, -1):
+            carry = torch.addcmul(dy[:, t], a[:, t + 1], carry)
+            g[:, t] = carry
+        first = h0 if ctx.has_h0 else torch.zeros_like(h[:, 0])
+        h_prev = torch.cat([first.unsqueeze(1), h[:, :-1]], dim=1)  # (batch, T, width): h_{t-1}
+        da = g * h_prev
+        dh0 = a[:, 0] * g[:, 0] if ctx.has_h0 else None
+        return da, g, dh0
+
+
+def _scan_loop(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    hs = []
+    h = h0
+    for t in range(b.shape[1]):
+        h = b[:, t] if h is None else a[:, t] * h + b[:, t]
+        hs.append(h)
+    return torch.stack(hs, dim=1)  # (batch, T, width)
+
+
+def _scan_doubling(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """Hillis-Steele: after the step with offset k, (A_t, B_t) composes the 2k latest elements."""
+    if h0 is not None:
+        b = torch.cat([b[:, :1] + a[:, :1] * h0.unsqueeze(1), b[:, 1:]], dim=1)
+    steps = b.shape[1]
+    offset = 1
+    while offset < steps:
+        b = torch.cat([b[:, :offset], a[:, offset:] * b[:, :-offset] + b[:, offset:]], dim=1)
+        a = torch.cat([a[:, :offset], a[:, offset:] * a[:, :-offset]], dim=1)
+        offset *= 2
+    return b
+
+
+def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, *,
+                impl: str = "custom") -> torch.Tensor:
+    """All states of h_t = a_t * h_{t-1} + b_t (h_{-1} = h0, or 0 when None).
+
+    a, b: (batch, T, width); h0: (batch, width) or None. Returns h shaped (batch, T, width).
+    ``impl``: "loop", "custom" (autograd Function with reverse-time backward) or "doubling".
+    """
+    if impl not in SCAN_IMPLS:
+        raise ValueError(f"impl must be one of {SCAN_IMPLS}, got {impl!r}")
+    if a.dim() != 3 or a.shape != b.shape or a.shape[1] < 1:
+        raise ValueError(f"a and b must be equal shapes (batch, T>=1, width), got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    if h0 is not None and h0.shape != (a.shape[0], a.shape[2]):
+        raise ValueError(f"h0 must be shaped ({a.shape[0]}, {a.shape[2]}), got {tuple(h0.shape)}")
+    if impl == "loop":
+        return _scan_loop(a, b, h0)
+    if impl == "doubling":
+        return _scan_doubling(a, b, h0)
+    return LinearScanFn.apply(a, b, h0)
+
+
+# ----------------------------------------------------------------------------------------------
+# RG-LRU
+
+
+def ring_init_(lam: torch.Tensor, min_rad: float, max_rad: float, eps: float = 1e-8) -> torch.Tensor:
+    """Fill Lambda so that a = sigmoid(-Lambda) has a^2 uniform on [min_rad^2, max_rad^2] (in place)."""
+    with torch.no_grad():
+        unif = torch.rand_like(lam)
+        log_a = 0.5 * torch.log(unif * (max_rad ** 2 - min_rad ** 2) + min_rad ** 2 + eps)
+        lam.copy_(torch.log(torch.expm1(-log_a)))  # inverse softplus of -log a
+    return lam
+
+
+class RGLRUState(NamedTuple):
+    """h: (batch, width) fp32 last state; t: number of time steps seen (t = 0 means reset next)."""
+
+    h: torch.Tensor
+    t: int
+
+
+def _check_width(x: torch.Tensor, width: int, name: str, ndim: int) -> None:
+    if x.dim() != ndim or x.shape[-1] != width:
+        shape = "(batch, T, {})" if ndim == 3 else "(batch, {})"
+        raise ValueError(f"{name} must be shaped {shape.format(width)}, got {tuple(x.shape)}")
+
+
+class RGLRU(nn.Module):
+    """Real-Gated Linear Recurrent Unit (Griffin, De et al. 2024, eq. 1-4) with a reset at t = 0.
+
+    Args:
+        width: number of channels W. num_heads: blocks of the block-diagonal gate linears (divides W).
+        min_rad, max_rad: ring for the initial decay a = sigmoid(-Lambda), 0 < min_rad <= max_rad < 1.
+        c: decay temperature (8 in Griffin). scan: "custom" (default), "loop" or "doubling".
+
+    ``forward(v, state=None) -> (y, state)`` on v (batch, T, W); ``state=None`` starts a new sequence
+    (reset at its first step). ``step(v_t, state) -> (y_t, state)`` on v_t (batch, W).
+    """
+
+    def __init__(self, *, width: int, num_heads: int, min_rad: float = 0.5, max_rad: float = 0.999,
+                 c: float = 8.0, scan: str = "custom"):
+        super().__init__()
+        if width < 1 or num_heads < 1 or width % num_heads:
+            raise ValueError(f"width (>= 1) must be divisible by num_heads (>= 1), got width={width}, "
+                             f"num_heads={num_heads}")
+        if not 0.0 < min_rad <= max_rad < 1.0:
+            raise ValueError(f"need 0 < min_rad <= max_rad < 1, got min_rad={min_rad}, max_rad={max_rad}")
+        if c <= 0:
+            raise ValueError(f"c must be > 0, got {c}")
+        if scan not in SCAN_IMPLS:
+            raise ValueError(f"scan must be one of {SCAN_IMPLS}, got {scan!r}")
+        self.width, self.num_heads, self.min_rad, self.max_rad, self.c, self.scan = (
+            width, num_heads, min_rad, max_rad, c, scan)
+        self.input_gate = BlockDiagonalLinear(width, width, num_heads, bias=True)
+        self.a_gate = BlockDiagonalLinear(width, width, num_heads, bias=True)
+        self.a_param = nn.Parameter(torch.empty(width))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = 1.0 / math.sqrt(self.width // self.num_heads)  # N(0, 1/fan_in), fan_in = block width
+        for gate in (self.input_gate, self.a_gate):
+            nn.init.normal_(gate.weight, std=std)
+            nn.init.zeros_(gate.bias)
+        ring_init_(self.a_param, self.min_rad, self.max_rad)
+
+    def gates(self, v: torch.Tensor, reset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decay a_t and normalised input b_t = m_t i_t v_t, both (batch, T, W) fp32; reset: (T,) bool."""
+        v = v.float()
+        gate_x = torch.sigmoid(self.input_gate(v))
+        gate_a = torch.sigmoid(self.a_gate(v))
+        log_a = -self.c * gate_a * F.softplus(self.a_param.float())
+        multiplier = sqrt_bounded_grad(-torch.expm1(2.0 * log_a))  # sqrt(1 - a_t^2)
+        keep = (~reset).to(v.dtype)[None, :, None]  # (1, T, 1): 0 at a reset
+        a = torch.exp(log_a) * keep
+        multiplier = multiplier * keep + (1.0 - keep)
+        return a, v * gate_x * multiplier
+
+    def forward(self, v: torch.Tensor, state: RGLRUState | None = None) -> tuple[torch.Tensor, RGLRUState]:
+        _check_width(v, self.width, "v", 3)
+        t0 = 0 if state is None else state.t
+        positions = torch.arange(t0, t0 + v.shape[1], device=v.device)
+        a, b = self.gates(v, positions == 0)
+        h0 = None if state is None or t0 == 0 else state.h
+        h = linear_scan(a, b, h0, impl=self.scan)  # (batch, T, W) fp32
+        return h.to(v.dtype), RGLRUState(h[:, -1], t0 + v.shape[1])
+
+    def step(self, v_t: torch.Tensor, state: RGLRUState | None = None) -> tuple[torch.Tensor, RGLRUState]:
+        _check_width(v_t, self.width, "v_t", 2)
+        y, state = self.forward(v_t.unsqueeze(1), state)  # (batch, 1, W)
+        return y[:, 0], state
+
+    def extra_repr(self) -> str:
+        return (f"width={self.width}, num_heads={self.num_heads}, min_rad={self.min_rad}, "
+                f"max_rad={self.max_rad}, c={self.c}, scan={self.scan!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# causal depthwise temporal convolution
+
+
+class CausalConv1D(nn.Module):
+    """Causal depthwise convolution over time: y_t = sum_k w[taps-1-k] * x_{t-k} + bias (zero left padding).
+
+    ``weight`` is (taps, W) in recurrentgemma's layout: row taps-1-k multiplies x_{t-k}. The state is
+    the last taps-1 inputs, (batch, taps-1, W).
+    """
+
+    def __init__(self, *, width: int, taps: int = 4, init_variance_scale: float = 0.01):
+        super().__init__()
+        if width < 1 or taps < 1:
+            raise ValueError(f"width and taps must be >= 1, got width={width}, taps={taps}")
+        self.width, self.taps = width, taps
+        self.weight = nn.Parameter(torch.empty(taps, width))
+        self.bias = nn.Parameter(torch.zeros(width))
+        with torch.no_grad():
+            self.weight.normal_(0.0, math.sqrt(init_variance_scale / taps))  # fan_in = taps
+
+    def initial_state(self, batch: int, device=None, dtype=torch.float32) -> torch.Tensor:
+        return torch.zeros(batch, self.taps - 1, self.width, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_width(x, self.width, "x", 3)
+        batch, steps, _ = x.shape
+        if state is None:
+            state = self.initial_state(batch, x.device, x.dtype)
+        if state.shape != (batch, self.taps - 1, self.width):
+            raise ValueError(f"conv state must be shaped ({batch}, {self.taps - 1}, {self.width}), "
+                             f"got {tuple(state.shape)}")
+        padded = torch.cat([state.to(x.dtype), x], dim=1)  # (batch, taps-1+T, W)
+        y = self.bias.expand(batch, steps, self.width)
+        for j in range(self.taps):
+            y = y + self.weight[j] * padded[:, j:j + steps]
+        return y, padded[:, steps:]  # new state: the last taps-1 inputs
+
+    def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_width(x_t, self.width, "x_t", 2)
+        y, state = self.forward(x_t.unsqueeze(1), state)  # (batch, 1, W)
+        return y[:, 0], state
+
+
+# ----------------------------------------------------------------------------------------------
+# Griffin recurrent block and TRecViT's temporal residual block
+
+
+class RecurrentState(NamedTuple):
+    """State of a recurrent block: conv (batch, taps-1, W) inputs, h (batch, W) fp32, t steps seen."""
+
+    conv: torch.Tensor
+    h: torch.Tensor
+    t: int
+
+    def nbytes(self) -> int:
+        return self.conv.nbytes + self.h.nbytes
+
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps) * (1 + scale), scale initialised at 0 (recurrentgemma's RMSNorm)."""
+
+    def __init__(self, width: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.zeros(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.scale)
+
+
+class RecurrentBlock(nn.Module):
+    """Griffin's recurrent block: Linear_out( RG-LRU(Conv1D(Linear_x x)) * GELU(Linear_y x) ).
+
+    Args:
+        width: model width D. lru_width: recurrent width W (TRecViT: 2D). num_heads: gate blocks.
+        conv_width: taps of the causal Conv1D (TRecViT: 4). min_rad, max_rad, c, scan: see :class:`RGLRU`.
+        depth: number of layers in the model (Linear_out is initialised with variance (2/depth)/W).
+    """
+
+    def __init__(self, *, width: int, lru_width: int, num_heads: int, conv_width: int = 4,
+                 min_rad: float = 0.5, max_rad: float = 0.999, c: float = 8.0, depth: int = 12,
+                 scan: str = "custom"):
+        super().__init__()
+        if width < 1 or lru_width < 1 or depth < 1:
+            raise ValueError(f"width, lru_width and depth must be >= 1, got {width}, {lru_width}, {depth}")
+        self.width, self.lru_width = width, lru_width
+        self.linear_y = nn.Linear(width, lru_width)
+        self.linear_x = nn.Linear(width, lru_width)
+        self.conv1d = CausalConv1D(width=lru_width, taps=conv_width)
+        self.rg_lru = RGLRU(width=lru_width, num_heads=num_heads, min_rad=min_rad, max_rad=max_rad, c=c,
+                            scan=scan)
+        self.linear_out = nn.Linear(lru_width, width)
+        for linear, scale in ((self.linear_y, 1.0), (self.linear_x, 1.0), (self.linear_out, 2.0 / depth)):
+            nn.init.normal_(linear.weight, std=math.sqrt(scale / linear.in_features))
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, x: torch.Tensor, state: RecurrentState | None = None) -> tuple[torch.Tensor, RecurrentState]:
+        _check_width(x, self.width, "x", 3)
+        gate = F.gelu(self.linear_y(x), approximate="tanh")
+        conv_state = None if state is None else state.conv
+        lru_state = None if state is None else RGLRUState(state.h, state.t)
+        u, conv_state = self.conv1d(self.linear_x(x), conv_state)
+        r, lru_state = self.rg_lru(u, lru_state)
+        return self.linear_out(r * gate), RecurrentState(conv_state, lru_state.h, lru_state.t)
+
+    def step(self, x_t: torch.Tensor, state: RecurrentState | None = None) -> tuple[torch.Tensor, RecurrentState]:
+        _check_width(x_t, self.width, "x_t", 2)
+        y, state = self.forward(x_t.unsqueeze(1), state)  # (batch, 1, D)
+        return y[:, 0], state
+
+
+class TemporalBlock(nn.Module):
+    """TRecViT's temporal mixer (Griffin residual block without MLP): x + RecurrentBlock(RMSNorm(x)).
+
+    Runs on (batch * tokens, T, D) "temporal tubes"; same arguments as :class:`RecurrentBlock`.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.norm = RMSNorm(kwargs["width"])
+        self.block = RecurrentBlock(**kwargs)
+
+    def forward(self, x: torch.Tensor, state: RecurrentState | None = None) -> tuple[torch.Tensor, RecurrentState]:
+        y, state = self.block(self.norm(x), state)
+        return x + y, state
+
+    def step(self, x_t: torch.Tensor, state: RecurrentState | None = None) -> tuple[torch.Tensor, RecurrentState]:
+        y, state = self.block.step(self.norm(x_t), state)
+        return x_t + y, state
