@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 import tenfold
 from tenfold import registry
@@ -83,10 +84,15 @@ def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path
         log(f"[{experiment.name}] resuming in {out_dir}: seeds {sorted(records)} already done")
     todo = [s for s in seeds if s not in records]
     start = time.perf_counter()
+    bar = tqdm(total=len(seeds), initial=len(records), desc=experiment.name, unit="seed", leave=False,
+               disable=not sys.stderr.isatty())
     for seed, record in _run_seeds(experiment, cfg, todo, torch_device, seed_dir, workers):
         atomic_write_json(seed_dir / f"seed_{seed}.json", {"seed": seed, "config": config, "record": record})
         records[seed] = record
-        log(f"[{experiment.name}] seed {seed} done ({len(records)}/{len(seeds)}, {time.perf_counter() - start:.1f}s)")
+        bar.update()
+        if bar.disable:
+            log(f"[{experiment.name}] seed {seed} done ({len(records)}/{len(seeds)}, {time.perf_counter() - start:.1f}s)")
+    bar.close()
     records = {s: records[s] for s in seeds}
     evaluation = experiment.evaluate(cfg, records, out_dir)
     _validate(experiment, evaluation)
