@@ -1,0 +1,407 @@
+"""xLSTM in plain PyTorch (Beck et al., 2024, "xLSTM: Extended Long Short-Term Memory"), the backbone
+of LRAM (Schmied et al., 2024). Three formulations of the mLSTM cell, all stabilised in log space and
+all taking and returning the state (C, n, m):
+
+    log f_t = logsigmoid(f~_t),   i_t = exp(i~_t)                       (scalar gates per head)
+    m_t  = max(log f_t + m_{t-1}, i~_t)                                   (stabiliser)
+    C_t  = exp(log f_t + m_{t-1} - m_t) C_{t-1} + exp(i~_t - m_t) v_t k_t^T / sqrt(d)
+    n_t  = exp(log f_t + m_{t-1} - m_t) n_{t-1} + exp(i~_t - m_t) k_t / sqrt(d)
+    h_t  = C_t q_t / max(|n_t^T q_t|, exp(-m_t))
+
+C and n are stored scaled by exp(-m_t), so h_t does not depend on the stabiliser. A fresh state has
+C = 0, n = 0 and m = -inf, which makes the recurrence agree with the parallel form exactly.
+
+- ``mlstm_recurrent``: the loop above, one step at a time (inference).
+- ``mlstm_parallel``: the whole sequence at once through the decay matrix
+  log D_ts = sum_{j=s+1..t} log f_j + i~_s (s <= t), O(S^2) memory (training).
+- ``mlstm_chunkwise``: the parallel form inside chunks, the state carried between chunks (linear cost).
+
+The sLSTM cell (scalar memory, recurrent connections) and the mLSTM / sLSTM residual blocks and the
+stack follow the NX-AI ``xlstm`` package's layout (see docs/methods/lram.md).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tenfold.nn.blockdiag import BlockDiagonalLinear
+from tenfold.nn.rglru import CausalConv1D
+
+
+class MLSTMState(NamedTuple):
+    """mLSTM cell state: C (batch, heads, dv, dk), n (batch, heads, dk), m (batch, heads)."""
+
+    C: torch.Tensor
+    n: torch.Tensor
+    m: torch.Tensor
+
+
+def mlstm_initial_state(q: torch.Tensor, v: torch.Tensor) -> MLSTMState:
+    """The empty state for q shaped (batch, heads, seq, dk) and v shaped (batch, heads, seq, dv)."""
+    batch, heads, _, dk = q.shape
+    dv = v.shape[-1]
+    zeros = dict(dtype=q.dtype, device=q.device)
+    return MLSTMState(torch.zeros(batch, heads, dv, dk, **zeros), torch.zeros(batch, heads, dk, **zeros),
+                      torch.full((batch, heads), float("-inf"), **zeros))
+
+
+def _check_cell_inputs(q, k, v, i_pre, f_pre) -> None:
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"q, k must be (batch, heads, seq, dk) and v (batch, heads, seq, dv); got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if i_pre.shape != q.shape[:3] or f_pre.shape != q.shape[:3]:
+        raise ValueError(f"gate pre-activations must be (batch, heads, seq) = {tuple(q.shape[:3])}, got "
+                         f"{tuple(i_pre.shape)} and {tuple(f_pre.shape)}")
+
+
+def mlstm_step(q_t, k_t, v_t, i_t, f_t, state: MLSTMState) -> tuple[torch.Tensor, MLSTMState]:
+    """One recurrent step: q_t, k_t (batch, heads, dk), v_t (batch, heads, dv), i_t, f_t (batch, heads)."""
+    C, n, m = state
+    log_f = F.logsigmoid(f_t)
+    m_new = torch.maximum(log_f + m, i_t)
+    decay = torch.exp(log_f + m - m_new)  # (batch, heads)
+    gain = torch.exp(i_t - m_new)
+    k_t = k_t / math.sqrt(k_t.shape[-1])
+    C = decay[..., None, None] * C + gain[..., None, None] * (v_t.unsqueeze(-1) * k_t.unsqueeze(-2))
+    n = decay[..., None] * n + gain[..., None] * k_t
+    numerator = (C @ q_t.unsqueeze(-1)).squeeze(-1)  # (batch, heads, dv)
+    denominator = torch.maximum((n * q_t).sum(-1).abs(), torch.exp(-m_new))
+    return numerator / denominator[..., None], MLSTMState(C, n, m_new)
+
+
+def mlstm_recurrent(q, k, v, i_pre, f_pre, state: MLSTMState | None = None) -> tuple[torch.Tensor, MLSTMState]:
+    """The mLSTM over a sequence by stepping: returns h (batch, heads, seq, dv) and the final state."""
+    _check_cell_inputs(q, k, v, i_pre, f_pre)
+    state = state if state is not None else mlstm_initial_state(q, v)
+    outputs = []
+    for t in range(q.shape[2]):
+        h_t, state = mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], i_pre[:, :, t], f_pre[:, :, t], state)
+        outputs.append(h_t)
+    return torch.stack(outputs, dim=2), state
+
+
+def _mlstm_chunk(q, k, v, i_pre, f_pre, state: MLSTMState) -> tuple[torch.Tensor, MLSTMState]:
+    """The parallel form on one chunk of length L, starting from ``state``."""
+    C, n, m = state
+    length, dk = q.shape[2], q.shape[3]
+    k = k / math.sqrt(dk)
+    b = F.logsigmoid(f_pre).cumsum(-1)  # (batch, heads, L): log-decay from the chunk start to tau
+    intra = b.unsqueeze(-1) - b.unsqueeze(-2) + i_pre.unsqueeze(-2)  # (batch, heads, L_tau, L_sigma)
+    causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+    intra = intra.masked_fill(~causal, float("-inf"))
+    inter = b + m.unsqueeze(-1)  # (batch, heads, L): log-weight of the carried state at tau
+    m_row = torch.maximum(inter, intra.amax(-1))  # equals the recurrent m_tau
+    weights = (q @ k.transpose(-1, -2)) * torch.exp(intra - m_row.unsqueeze(-1))  # (batch, heads, L, L)
+    carried = torch.exp(inter - m_row)  # (batch, heads, L)
+    numerator = weights @ v + carried.unsqueeze(-1) * (q @ C.transpose(-1, -2))  # (batch, heads, L, dv)
+    denominator = weights.sum(-1) + carried * (q * n.unsqueeze(-2)).sum(-1)
+    h = numerator / torch.maximum(denominator.abs(), torch.exp(-m_row)).unsqueeze(-1)
+    # the state at the end of the chunk
+    to_end = b[..., -1:] - b + i_pre  # (batch, heads, L): log-weight of step sigma in the final state
+    m_new = torch.maximum(b[..., -1] + m, to_end.amax(-1))
+    keep = torch.exp(b[..., -1] + m - m_new)  # (batch, heads)
+    gain = torch.exp(to_end - m_new.unsqueeze(-1))  # (batch, heads, L)
+    C_new = keep[..., None, None] * C + (v * gain.unsqueeze(-1)).transpose(-1, -2) @ k
+    n_new = keep.unsqueeze(-1) * n + (k * gain.unsqueeze(-1)).sum(-2)
+    return h, MLSTMState(C_new, n_new, m_new)
+
+
+def mlstm_parallel(q, k, v, i_pre, f_pre, state: MLSTMState | None = None) -> tuple[torch.Tensor, MLSTMState]:
+    """The mLSTM over the whole sequence at once (the decay matrix D); returns h and the final state."""
+    _check_cell_inputs(q, k, v, i_pre, f_pre)
+    return _mlstm_chunk(q, k, v, i_pre, f_pre, state if state is not None else mlstm_initial_state(q, v))
+
+
+def mlstm_chunkwise(q, k, v, i_pre, f_pre, chunk_size: int = 64,
+                    state: MLSTMState | None = None) -> tuple[torch.Tensor, MLSTMState]:
+    """The mLSTM in chunks of ``chunk_size`` (parallel inside, state carried between): linear cost."""
+    _check_cell_inputs(q, k, v, i_pre, f_pre)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    state = state if state is not None else mlstm_initial_state(q, v)
+    outputs = []
+    for start in range(0, q.shape[2], chunk_size):
+        part = slice(start, start + chunk_size)
+        h, state = _mlstm_chunk(q[:, :, part], k[:, :, part], v[:, :, part], i_pre[:, :, part],
+                                f_pre[:, :, part], state)
+        outputs.append(h)
+    return torch.cat(outputs, dim=2), state
+
+
+# ----------------------------------------------------------------------------------------------
+# sLSTM
+
+
+class SLSTMState(NamedTuple):
+    """sLSTM cell state, each (batch, width): h output, c cell, n normaliser, m stabiliser."""
+
+    h: torch.Tensor
+    c: torch.Tensor
+    n: torch.Tensor
+    m: torch.Tensor
+
+
+class SLSTMCell(nn.Module):
+    """The stabilised sLSTM cell with exponential input gate and per-head recurrent matrices.
+
+        (i~, f~, z~, o~) = W x_t + R h_{t-1} + b        R block-diagonal over heads, initialised to 0
+        m_t = max(logsigmoid(f~) + m_{t-1}, i~);  i' = exp(i~ - m_t);  f' = exp(logsigmoid(f~) + m_{t-1} - m_t)
+        c_t = f' c_{t-1} + i' tanh(z~);  n_t = f' n_{t-1} + i';  h_t = sigmoid(o~) c_t / n_t
+
+    ``forward`` takes the input projections W x_t + b already computed, shaped (batch, seq, 4, width)
+    in gate order (i, f, z, o), so the block can feed i, f from the convolution and z, o from the raw input.
+    """
+
+    def __init__(self, *, width: int, num_heads: int = 4):
+        super().__init__()
+        if width < 1 or num_heads < 1 or width % num_heads:
+            raise ValueError(f"width ({width}) must be a positive multiple of num_heads ({num_heads})")
+        self.width, self.num_heads = width, num_heads
+        head = width // num_heads
+        self.recurrent = nn.Parameter(torch.zeros(4, num_heads, head, head))  # R per gate and head
+
+    def initial_state(self, batch: int, device=None, dtype=torch.float32) -> SLSTMState:
+        zeros = torch.zeros(batch, self.width, device=device, dtype=dtype)
+        return SLSTMState(zeros, zeros, zeros, torch.full_like(zeros, float("-inf")))
+
+    def step(self, pre_t: torch.Tensor, state: SLSTMState | None = None) -> tuple[torch.Tensor, SLSTMState]:
+        """pre_t: (batch, 4, width) input projections of one step."""
+        if pre_t.dim() != 3 or pre_t.shape[1:] != (4, self.width):
+            raise ValueError(f"expected pre-activations shaped (batch, 4, {self.width}), got {tuple(pre_t.shape)}")
+        batch = pre_t.shape[0]
+        h, c, n, m = state if state is not None else self.initial_state(batch, pre_t.device, pre_t.dtype)
+        h_heads = h.view(batch, 1, self.num_heads, 1, -1)  # (batch, 1, heads, 1, head)
+        recurrent = (h_heads @ self.recurrent.transpose(-1, -2)).reshape(batch, 4, self.width)  # (batch, 4, width)
+        i_pre, f_pre, z_pre, o_pre = (pre_t + recurrent).unbind(1)
+        log_f = F.logsigmoid(f_pre)
+        m_new = torch.maximum(log_f + m, i_pre)
+        i_gate, f_gate = torch.exp(i_pre - m_new), torch.exp(log_f + m - m_new)
+        c = f_gate * c + i_gate * torch.tanh(z_pre)
+        n = f_gate * n + i_gate
+        h = torch.sigmoid(o_pre) * c / n
+        return h, SLSTMState(h, c, n, m_new)
+
+    def forward(self, pre: torch.Tensor, state: SLSTMState | None = None) -> tuple[torch.Tensor, SLSTMState]:
+        """pre: (batch, seq, 4, width) -> h (batch, seq, width) and the final state."""
+        outputs = []
+        for t in range(pre.shape[1]):
+            h, state = self.step(pre[:, t], state)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1), state
+
+
+# ----------------------------------------------------------------------------------------------
+# blocks and the stack
+
+
+class MultiHeadNorm(nn.Module):
+    """Per-head layer normalisation (GroupNorm with one group per head), as after xLSTM cells."""
+
+    def __init__(self, width: int, num_heads: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_heads, self.eps = num_heads, eps
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h: (..., width), normalised within each head's slice."""
+        heads = h.unflatten(-1, (self.num_heads, -1))  # (..., heads, head_dim)
+        heads = F.layer_norm(heads, heads.shape[-1:], eps=self.eps)
+        return heads.flatten(-2) * self.weight  # (..., width)
+
+
+def _small_init_(weight: torch.Tensor, dim: int) -> None:
+    nn.init.normal_(weight, std=math.sqrt(2.0 / (5.0 * dim)))
+
+
+def _wang_init_(weight: torch.Tensor, dim: int, num_blocks: int) -> None:
+    nn.init.normal_(weight, std=2.0 / (num_blocks * math.sqrt(dim)))
+
+
+class MLSTMBlockState(NamedTuple):
+    conv: torch.Tensor  # (batch, taps-1, inner)
+    cell: MLSTMState
+
+
+class MLSTMBlock(nn.Module):
+    """Pre-LN residual mLSTM block (Beck et al., 2024, Fig. 10; NX-AI ``mLSTMBlock`` layout):
+
+        x_in, z = split(W_up LN(x));  c = SiLU(conv(x_in));  q = BD_q c, k = BD_k c, v = BD_v x_in
+        (i~, f~) = W_gates [q; k; v];  h = mLSTM(q, k, v, i~, f~)
+        y = x + W_down((GroupNorm(h) + skip * c) * SiLU(z))
+
+    ``backend`` picks the cell formulation used by ``forward``: "parallel" or "chunkwise".
+    """
+
+    def __init__(self, *, dim: int, num_heads: int = 4, proj_factor: float = 2.0, conv_taps: int = 4,
+                 qkv_block_size: int = 4, backend: str = "parallel", chunk_size: int = 64, num_blocks: int = 1):
+        super().__init__()
+        inner = int(round(proj_factor * dim))
+        if dim < 1 or num_heads < 1 or inner % num_heads or inner % qkv_block_size:
+            raise ValueError(f"need inner width {inner} (dim*proj_factor) divisible by num_heads ({num_heads}) "
+                             f"and by qkv_block_size ({qkv_block_size})")
+        if backend not in ("parallel", "chunkwise"):
+            raise ValueError(f"backend must be 'parallel' or 'chunkwise', got {backend!r}")
+        self.dim, self.inner, self.num_heads = dim, inner, num_heads
+        self.backend, self.chunk_size = backend, chunk_size
+        self.norm = nn.LayerNorm(dim, bias=False)
+        self.up = nn.Linear(dim, 2 * inner, bias=False)
+        self.conv = CausalConv1D(width=inner, taps=conv_taps)
+        blocks = inner // qkv_block_size
+        self.q, self.k, self.v = (BlockDiagonalLinear(inner, inner, blocks, bias=False) for _ in range(3))
+        self.gates = nn.Linear(3 * inner, 2 * num_heads)  # input and forget gate pre-activations per head
+        self.cell_norm = MultiHeadNorm(inner, num_heads)
+        self.skip = nn.Parameter(torch.ones(inner))
+        self.down = nn.Linear(inner, dim, bias=False)
+        self._init(num_blocks)
+
+    def _init(self, num_blocks: int) -> None:
+        _small_init_(self.up.weight, self.dim)
+        _wang_init_(self.down.weight, self.dim, num_blocks)
+        with torch.no_grad():
+            self.gates.weight.zero_()
+            self.gates.bias[: self.num_heads].normal_(0.0, 0.1)  # input gate
+            self.gates.bias[self.num_heads:] = torch.linspace(3.0, 6.0, self.num_heads)  # forget gate
+
+    def _project(self, x: torch.Tensor, conv_state):
+        """x: (batch, seq, dim) -> q, k, v (batch, heads, seq, head), gates (batch, heads, seq), extras."""
+        x_in, z = self.up(self.norm(x)).chunk(2, dim=-1)
+        conv, conv_state = self.conv(x_in, conv_state)
+        conv = F.silu(conv)
+        q, k, v = self.q(conv), self.k(conv), self.v(x_in)
+        i_pre, f_pre = self.gates(torch.cat([q, k, v], -1)).chunk(2, dim=-1)  # (batch, seq, heads) each
+        split = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (batch, heads, seq, head)
+        return split(q), split(k), split(v), i_pre.transpose(1, 2), f_pre.transpose(1, 2), conv, z, conv_state
+
+    def _output(self, x, h, conv, z):
+        h = h.transpose(1, 2).flatten(-2)  # (batch, seq, inner)
+        return x + self.down((self.cell_norm(h) + self.skip * conv) * F.silu(z))
+
+    def forward(self, x: torch.Tensor, state: MLSTMBlockState | None = None):
+        """x: (batch, seq, dim) -> (y, state)."""
+        q, k, v, i_pre, f_pre, conv, z, conv_state = self._project(x, state.conv if state else None)
+        cell_state = state.cell if state else None
+        if self.backend == "parallel":
+            h, cell_state = mlstm_parallel(q, k, v, i_pre, f_pre, cell_state)
+        else:
+            h, cell_state = mlstm_chunkwise(q, k, v, i_pre, f_pre, self.chunk_size, cell_state)
+        return self._output(x, h, conv, z), MLSTMBlockState(conv_state, cell_state)
+
+    def step(self, x_t: torch.Tensor, state: MLSTMBlockState | None = None):
+        """x_t: (batch, dim) -> (y_t, state), the recurrent form (constant cost per step)."""
+        q, k, v, i_pre, f_pre, conv, z, conv_state = self._project(x_t.unsqueeze(1), state.conv if state else None)
+        cell_state = state.cell if state else mlstm_initial_state(q, v)
+        h_t, cell_state = mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i_pre[:, :, 0], f_pre[:, :, 0], cell_state)
+        y = self._output(x_t.unsqueeze(1), h_t.unsqueeze(2), conv, z)  # (batch, 1, dim)
+        return y[:, 0], MLSTMBlockState(conv_state, cell_state)
+
+
+class SLSTMBlockState(NamedTuple):
+    conv: torch.Tensor  # (batch, taps-1, dim)
+    cell: SLSTMState
+
+
+class SLSTMBlock(nn.Module):
+    """Pre-LN residual sLSTM block with a gated-GELU feed-forward (Beck et al., 2024, Fig. 9):
+
+        c = SiLU(conv(LN x));  (i~, f~) = W_if c,  (z~, o~) = W_zo LN x   (block-diagonal per head)
+        x = x + GroupNorm(sLSTM(i~, f~, z~, o~));   y = x + W_2 (GELU(W_g LN x) * W_u LN x)
+    """
+
+    def __init__(self, *, dim: int, num_heads: int = 4, conv_taps: int = 4, ffn_factor: float = 1.3,
+                 num_blocks: int = 1):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.dim, self.num_heads = dim, num_heads
+        self.norm = nn.LayerNorm(dim, bias=False)
+        self.conv = CausalConv1D(width=dim, taps=conv_taps)
+        self.gate_if = BlockDiagonalLinear(dim, 2 * dim, num_heads, bias=True)
+        self.gate_zo = BlockDiagonalLinear(dim, 2 * dim, num_heads, bias=True)
+        self.cell = SLSTMCell(width=dim, num_heads=num_heads)
+        self.cell_norm = MultiHeadNorm(dim, num_heads)
+        hidden = int(math.ceil(ffn_factor * dim / 8) * 8)
+        self.ffn_norm = nn.LayerNorm(dim, bias=False)
+        self.ffn_up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.ffn_down = nn.Linear(hidden, dim, bias=False)
+        _small_init_(self.ffn_up.weight, dim)
+        _wang_init_(self.ffn_down.weight, dim, num_blocks)
+        with torch.no_grad():  # forget-gate bias spread over heads, as in the mLSTM
+            self.gate_if.bias[dim:] = torch.linspace(3.0, 6.0, num_heads).repeat_interleave(dim // num_heads)
+
+    def _cell_inputs(self, x: torch.Tensor, conv_state):
+        """x: (batch, seq, dim) -> pre-activations (batch, seq, 4, dim) in gate order (i, f, z, o)."""
+        normed = self.norm(x)
+        conv, conv_state = self.conv(normed, conv_state)
+        i_f = self.gate_if(F.silu(conv)).unflatten(-1, (2, self.dim))  # (batch, seq, 2, dim)
+        z_o = self.gate_zo(normed).unflatten(-1, (2, self.dim))  # (batch, seq, 2, dim)
+        return torch.cat([i_f, z_o], dim=-2), conv_state
+
+    def _finish(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        x = x + self.cell_norm(h)
+        gate, up = self.ffn_up(self.ffn_norm(x)).chunk(2, dim=-1)
+        return x + self.ffn_down(F.gelu(gate) * up)
+
+    def forward(self, x: torch.Tensor, state: SLSTMBlockState | None = None):
+        pre, conv_state = self._cell_inputs(x, state.conv if state else None)
+        h, cell_state = self.cell(pre, state.cell if state else None)
+        return self._finish(x, h), SLSTMBlockState(conv_state, cell_state)
+
+    def step(self, x_t: torch.Tensor, state: SLSTMBlockState | None = None):
+        pre, conv_state = self._cell_inputs(x_t.unsqueeze(1), state.conv if state else None)
+        h_t, cell_state = self.cell.step(pre[:, 0], state.cell if state else None)
+        return self._finish(x_t, h_t), SLSTMBlockState(conv_state, cell_state)
+
+
+class XLSTMStack(nn.Module):
+    """A stack of mLSTM blocks with sLSTM blocks at the indices ``slstm_at`` (xLSTM[a:b]), then a
+    final LayerNorm. ``forward(x, state) -> (y, state)`` trains in parallel; ``step(x_t, state)``
+    runs the same network recurrently at constant cost per token."""
+
+    def __init__(self, *, dim: int, num_blocks: int, num_heads: int = 4, slstm_at: tuple[int, ...] = (),
+                 backend: str = "parallel", chunk_size: int = 64, proj_factor: float = 2.0):
+        super().__init__()
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        if any(not 0 <= i < num_blocks for i in slstm_at):
+            raise ValueError(f"slstm_at indices must lie in [0, {num_blocks}), got {slstm_at}")
+        self.dim = dim
+        self.blocks = nn.ModuleList(
+            SLSTMBlock(dim=dim, num_heads=num_heads, num_blocks=num_blocks) if i in slstm_at else
+            MLSTMBlock(dim=dim, num_heads=num_heads, proj_factor=proj_factor, backend=backend,
+                       chunk_size=chunk_size, num_blocks=num_blocks)
+            for i in range(num_blocks))
+        self.norm = nn.LayerNorm(dim, bias=False)
+
+    def forward(self, x: torch.Tensor, state: list | None = None):
+        """x: (batch, seq, dim) -> (y, per-block states)."""
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected x shaped (batch, seq, {self.dim}), got {tuple(x.shape)}")
+        states = []
+        for i, block in enumerate(self.blocks):
+            x, block_state = block(x, state[i] if state else None)
+            states.append(block_state)
+        return self.norm(x), states
+
+    def step(self, x_t: torch.Tensor, state: list | None = None):
+        """x_t: (batch, dim) -> (y_t, per-block states)."""
+        if x_t.dim() != 2 or x_t.shape[-1] != self.dim:
+            raise ValueError(f"expected x_t shaped (batch, {self.dim}), got {tuple(x_t.shape)}")
+        states = []
+        for i, block in enumerate(self.blocks):
+            x_t, block_state = block.step(x_t, state[i] if state else None)
+            states.append(block_state)
+        return self.norm(x_t), states
+
+
+def state_nbytes(state) -> int:
+    """Bytes held by a (nested) recurrent state."""
+    if isinstance(state, torch.Tensor):
+        return state.nbytes
+    if isinstance(state, (tuple, list)):
+        return sum(state_nbytes(s) for s in state)
+    return 0
