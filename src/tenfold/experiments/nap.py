@@ -1,0 +1,356 @@
+"""Normalize-and-Project (Lyle et al., NeurIPS 2024; arXiv 2407.01800) at CPU scale.
+
+Part 1, plasticity (spec B-1, mirrors the paper's random-label plasticity benchmark): an MLP
+64-128-128-10 memorises 256 fixed Gaussian inputs under 30 successive sets of fresh random labels
+(150 Adam steps each, one optimizer for the whole run). Arms, all from the same initial weights:
+
+- ``base``: no normalization;  ``ln``: LayerNorm before each ReLU (bias-free hidden linears);
+- ``nap``: ``ln`` + projection after every step (hidden weights to their initial norm, each LN's
+  (γ, β) jointly to √128; head free);  ``nap_all``: ``nap`` with the head projected too (report only);
+- optional, report only: ``ln_l2init`` (``ln`` + L2-Init, Kumar et al. 2023) and ``base_sp``
+  (``base`` + Shrink & Perturb, Ash & Adams 2020), from ``tenfold.optim.baselines``.
+
+The metric is the mean online (pre-update) minibatch accuracy over each task: how fast the network
+fits a new labelling. Per task the run also logs the weight norm (all weight matrices, head
+included), the dead-ReLU fraction (hidden units silent on all 256 inputs) and the per-layer effective
+learning rate η/‖W_l‖ (Adam form).
+
+Part 2, stationary: a small CNN classifies generated 16x16 images of oriented bars in noise, with
+a cosine learning-rate decay; NaP should match the unnormalized baseline (the paper: NaP "recovers
+and in some cases even slightly improves" stationary performance).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tenfold import plotting
+from tenfold.analysis.effective_lr import effective_lr
+from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats, stack_seeds
+from tenfold.nn.normalized import NormCNN, NormMLP
+from tenfold.optim.nap import NaP
+from tenfold.tasks.streams import OnlineAccuracy, RandomLabelStream
+
+ARMS = ("base", "ln", "nap", "nap_all", "ln_l2init", "base_sp")
+STAT_ARMS = ("base", "ln", "nap")
+
+
+@dataclass
+class Config:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    # part 1: iterated random-label memorisation
+    arms: tuple[str, ...] = ARMS
+    tasks: int = 30
+    steps_per_task: int = 150
+    n_inputs: int = 256
+    in_features: int = 64
+    hidden: tuple[int, ...] = (128, 128)
+    n_classes: int = 10
+    batch_size: int = 64
+    lr: float = 3e-3
+    bias_before_norm: bool = False
+    l2init_strength: float = 1e-2
+    sp_shrink: float = 0.999
+    sp_noise: float = 0.01  # times each tensor's initial std
+    # part 2: stationary CNN
+    stat_arms: tuple[str, ...] = STAT_ARMS
+    stat_steps: int = 600
+    stat_lr: float = 3e-3
+    stat_batch: int = 64
+    stat_train: int = 2048
+    stat_test: int = 2048
+    stat_noise: float = 0.35
+    stat_channels: tuple[int, ...] = (16, 32)
+
+
+PRESETS = {
+    "smoke": Config(seeds=(0,), tasks=3, steps_per_task=10, stat_steps=10, stat_train=64, stat_test=64),
+    "quick": Config(),
+    "full": Config(seeds=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), stat_steps=1500),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# part 1: plasticity under iterated random labels
+# ------------------------------------------------------------------------------------------------
+
+def _mlp(cfg: Config, arm: str, seed: int) -> NormMLP:
+    torch.manual_seed(seed)  # the same initial weights in every arm
+    norm = "none" if arm.startswith("base") else "layer"
+    return NormMLP(in_features=cfg.in_features, hidden_features=list(cfg.hidden), out_features=cfg.n_classes,
+                   norm=norm, bias_before_norm=cfg.bias_before_norm)
+
+
+def _weight_norm(model: nn.Module) -> float:
+    """Frobenius norm of all weight matrices together (head included; biases and norm affines excluded)."""
+    return math.sqrt(sum(float(m.weight.detach().pow(2).sum()) for m in model.modules() if isinstance(m, nn.Linear)))
+
+
+@torch.no_grad()
+def _dead_fraction(model: nn.Sequential, x: torch.Tensor) -> list[float]:
+    """Per hidden layer, the fraction of ReLU units that are zero on every input in ``x``."""
+    fractions, h = [], x
+    for module in model:
+        h = module(h)
+        if isinstance(module, nn.ReLU):
+            fractions.append(float((~(h > 0).any(dim=0)).float().mean()))
+    return fractions
+
+
+def _hidden_linears(model: nn.Sequential) -> list[nn.Linear]:
+    return [m for m in model if isinstance(m, nn.Linear)][:-1]
+
+
+def _hooks(cfg: Config, arm: str, model: nn.Module, seed: int):
+    """The per-step extras of an arm: (before_step, after_step) callables or None."""
+    from tenfold.optim.baselines import L2Init, ShrinkPerturb  # optional arms only
+
+    if arm in ("nap", "nap_all"):
+        proj = NaP(model, project_head=arm == "nap_all")
+        return None, proj.project
+    if arm == "ln_l2init":
+        return L2Init(model, strength=cfg.l2init_strength).add_grad_, None
+    if arm == "base_sp":
+        sp = ShrinkPerturb(model, shrink=cfg.sp_shrink, noise_scale=cfg.sp_noise, noise_std="init",
+                           generator=torch.Generator().manual_seed(seed + 17))
+        return None, sp.apply_
+    return None, None
+
+
+def train_random_labels(cfg: Config, arm: str, seed: int) -> dict:
+    """One arm of part 1; returns per-task curves."""
+    if arm not in ARMS:
+        raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
+    model = _mlp(cfg, arm, seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    before, after = _hooks(cfg, arm, model, seed)
+    stream = RandomLabelStream(n=cfg.n_inputs, in_features=cfg.in_features, n_classes=cfg.n_classes,
+                               n_tasks=cfg.tasks, steps_per_task=cfg.steps_per_task, batch_size=cfg.batch_size,
+                               generator=torch.Generator().manual_seed(seed))
+    meter = OnlineAccuracy(cfg.tasks)
+    norms, dead, elr = [_weight_norm(model)], [], []
+    start = time.process_time()
+    for batch in stream:
+        logits = model(batch.x)
+        meter.update(batch.task, logits, batch.y)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(logits, batch.y).backward()
+        if before is not None:
+            before()
+        opt.step()
+        if after is not None:
+            after()
+        if batch.step == cfg.steps_per_task - 1:  # end of a task
+            norms.append(_weight_norm(model))
+            dead.append(_dead_fraction(model, stream.x))
+            elr.append([effective_lr(m.weight, cfg.lr, "adam") for m in _hidden_linears(model)])
+    return {"online": meter.per_task(), "norm": norms, "dead": dead, "elr": elr,
+            "cpu_s": time.process_time() - start}
+
+
+# ------------------------------------------------------------------------------------------------
+# part 2: a stationary task
+# ------------------------------------------------------------------------------------------------
+
+BAR_DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))  # horizontal, vertical, diagonal, anti-diagonal
+
+
+def oriented_bars(n: int, generator: torch.Generator, *, size: int = 16, noise: float = 0.35):
+    """``n`` images (n, 1, size, size) of one bar each (length 5-8, random position wrapping around,
+    contrast 0.5-1.5) in Gaussian noise; the label (n,) is the bar's orientation (4 classes)."""
+    labels = torch.randint(0, len(BAR_DIRECTIONS), (n,), generator=generator)
+    lengths = torch.randint(5, 9, (n,), generator=generator)
+    starts = torch.randint(0, size, (n, 2), generator=generator)
+    contrast = 0.5 + torch.rand(n, generator=generator)
+    images = torch.zeros(n, 1, size, size)
+    steps = torch.arange(8)
+    for i in range(n):
+        dr, dc = BAR_DIRECTIONS[int(labels[i])]
+        t = steps[: int(lengths[i])]
+        images[i, 0, (starts[i, 0] + dr * t) % size, (starts[i, 1] + dc * t) % size] = contrast[i]
+    return images + noise * torch.randn(images.shape, generator=generator), labels
+
+
+def train_stationary(cfg: Config, arm: str, seed: int) -> dict:
+    """One arm of part 2: test accuracy of a small CNN after a cosine-decayed Adam run."""
+    if arm not in STAT_ARMS:
+        raise ValueError(f"stat arm must be one of {STAT_ARMS}, got {arm!r}")
+    data_gen = torch.Generator().manual_seed(10_000 + seed)
+    x_train, y_train = oriented_bars(cfg.stat_train, data_gen, noise=cfg.stat_noise)
+    x_test, y_test = oriented_bars(cfg.stat_test, data_gen, noise=cfg.stat_noise)
+    torch.manual_seed(seed)
+    model = NormCNN(in_channels=1, channels=list(cfg.stat_channels), num_classes=len(BAR_DIRECTIONS),
+                    norm="none" if arm == "base" else "layer", bias_before_norm=cfg.bias_before_norm)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.stat_lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / cfg.stat_steps)))
+    if arm == "nap":
+        NaP(model).attach(opt)
+    batch_gen = torch.Generator().manual_seed(20_000 + seed)
+    losses = []
+    for _ in range(cfg.stat_steps):
+        index = torch.randint(0, cfg.stat_train, (cfg.stat_batch,), generator=batch_gen)
+        loss = F.cross_entropy(model(x_train[index]), y_train[index])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        accuracy = float((model(x_test).argmax(-1) == y_test).float().mean())
+    return {"test_acc": accuracy, "final_train_loss": float(np.mean(losses[-50:]))}
+
+
+def run_seed(cfg: Config, ctx: RunContext) -> dict:
+    record = {arm: train_random_labels(cfg, arm, ctx.seed) for arm in ctx.progress(cfg.arms, desc="nap arms")}
+    record["stationary"] = {arm: train_stationary(cfg, arm, ctx.seed) for arm in cfg.stat_arms}
+    return record
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation
+# ------------------------------------------------------------------------------------------------
+
+def _per_seed(records: dict[int, dict], arm: str, key: str) -> np.ndarray:
+    return np.asarray([records[s][arm][key] for s in sorted(records)], dtype=float)
+
+
+def _window_mean(online: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Per-seed mean online accuracy over tasks first..last (1-based, inclusive)."""
+    return online[:, first - 1:last].mean(axis=1)
+
+
+def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
+    arms = [a for a in cfg.arms]
+    online = {arm: _per_seed(records, arm, "online") for arm in arms}
+    norm = {arm: _per_seed(records, arm, "norm") for arm in arms}
+    last_lo = max(1, cfg.tasks - 4)
+    late = {arm: _window_mean(online[arm], last_lo, cfg.tasks) for arm in arms}
+    early = {arm: _window_mean(online[arm], min(2, cfg.tasks), min(4, cfg.tasks)) for arm in arms}
+    growth = {arm: norm[arm][:, -1] / norm[arm][:, 0] for arm in arms}
+    stat = {arm: np.asarray([records[s]["stationary"][arm]["test_acc"] for s in sorted(records)])
+            for arm in cfg.stat_arms}
+    metrics = {
+        "online_acc_last5": {arm: seed_stats(late[arm]) for arm in arms},
+        "online_acc_tasks2to4": {arm: seed_stats(early[arm]) for arm in arms},
+        "online_acc_tasks1to3": {arm: seed_stats(_window_mean(online[arm], 1, min(3, cfg.tasks))) for arm in arms},
+        "weight_norm_growth": {arm: seed_stats(growth[arm]) for arm in arms},
+        "weight_norm_start_end": {arm: [float(norm[arm][:, 0].mean()), float(norm[arm][:, -1].mean())] for arm in arms},
+        "dead_fraction_end": {arm: seed_stats(np.mean(_per_seed(records, arm, "dead")[:, -1], axis=-1)) for arm in arms},
+        "online_curve_mean": {arm: online[arm].mean(axis=0).round(4).tolist() for arm in arms},
+        "stationary_test_acc": {arm: seed_stats(stat[arm]) for arm in cfg.stat_arms},
+        "cpu_s_per_run": {arm: seed_stats(_per_seed(records, arm, "cpu_s")) for arm in arms},
+    }
+    claims = [
+        check("nap.plasticity", f"NaP's mean online accuracy on tasks {last_lo}-{cfg.tasks} exceeds LayerNorm's by >= 0.05",
+              "NaP stays plastic where LayerNorm alone slowly loses plasticity (random-label benchmark; "
+              "numpy prototype of this protocol: 0.839 vs 0.726)", late["nap"].mean() - late["ln"].mean(), ">= 0.05"),
+        check("nap.ln-beats-base", f"LayerNorm's mean online accuracy on tasks {last_lo}-{cfg.tasks} exceeds no-norm's by >= 0.2",
+              "normalization alone already mitigates plasticity loss (prototype: 0.726 vs 0.189)",
+              late["ln"].mean() - late["base"].mean(), ">= 0.2"),
+        check("nap.no-decay", f"NaP's tasks {last_lo}-{cfg.tasks} mean is within 0.02 of (or above) its tasks 2-4 mean",
+              "with NaP the effective learning rate is constant, so performance on new tasks does not decay "
+              "(prototype flat at 0.82-0.84)", late["nap"].mean() - early["nap"].mean(), ">= -0.02"),
+        check("nap.ln-norm-grows", "LayerNorm's total weight norm grows more than 1.5x over the run",
+              "parameter-norm growth is the hidden effective-learning-rate decay of normalized nets (prototype 2.4x)",
+              growth["ln"].mean(), "> 1.5"),
+        check("nap.nap-norm-fixed", "NaP's total weight norm (free head included) grows less than 1.1x",
+              "NaP fixes the parameter norm (prototype 1.06x, the free head)", growth["nap"].mean(), "< 1.1"),
+        check("nap.stationary", "On a stationary CNN task NaP's test accuracy is no more than 0.03 below no-norm's",
+              "NaP recovers and in some cases slightly improves the base model's performance on stationary benchmarks",
+              stat["nap"].mean() - stat["base"].mean(), ">= -0.03"),
+    ]
+    return Evaluation(claims, metrics, _figures(cfg, records, arms, online, norm, stat, out_dir))
+
+
+def _figures(cfg, records, arms, online, norm, stat, out_dir) -> list[str]:
+    tasks = list(range(1, cfg.tasks + 1))
+    names = []
+    fig, ax = plotting.figure()
+    for arm in arms:
+        plotting.band(ax, tasks, online[arm], label=arm)
+    ax.set(xlabel="task", ylabel="mean online accuracy", title="NaP: iterated random labels")
+    ax.legend(fontsize=7)
+    names.append(plotting.save(fig, out_dir, "online_accuracy.png"))
+    fig, ax = plotting.figure()
+    for arm in arms:
+        plotting.band(ax, list(range(cfg.tasks + 1)), norm[arm], label=arm)
+    ax.set(xlabel="task (end)", ylabel="‖W‖ (all weight matrices)", title="weight norm")
+    ax.legend(fontsize=7)
+    names.append(plotting.save(fig, out_dir, "weight_norm.png"))
+    fig, ax = plotting.figure()
+    for arm in arms:
+        plotting.band(ax, tasks, _per_seed(records, arm, "dead").mean(axis=-1), label=arm)
+    ax.set(xlabel="task (end)", ylabel="dead ReLU fraction", title="dead units (mean over hidden layers)")
+    ax.legend(fontsize=7)
+    names.append(plotting.save(fig, out_dir, "dead_units.png"))
+    fig, ax = plotting.figure()
+    for arm in arms:
+        plotting.band(ax, tasks, _per_seed(records, arm, "elr").mean(axis=-1), label=arm)
+    ax.set(xlabel="task (end)", ylabel="η / ‖W_l‖ (Adam form), hidden-layer mean", yscale="log",
+           title="effective learning rate")
+    ax.legend(fontsize=7)
+    names.append(plotting.save(fig, out_dir, "effective_lr.png"))
+    fig, ax = plotting.figure()
+    for i, arm in enumerate(cfg.stat_arms):
+        ax.bar(i, stat[arm].mean(), yerr=stat[arm].std(), color=f"C{i}", alpha=0.6)
+        ax.scatter(np.full(len(stat[arm]), i), stat[arm], color="k", s=12, zorder=3)
+    ax.set(xticks=range(len(cfg.stat_arms)), xticklabels=list(cfg.stat_arms), ylabel="test accuracy",
+           title="stationary: oriented bars, small CNN")
+    names.append(plotting.save(fig, out_dir, "stationary.png"))
+    return names
+
+
+# ------------------------------------------------------------------------------------------------
+# benchmark
+# ------------------------------------------------------------------------------------------------
+
+def bench(quick: bool = True) -> list:
+    """Training-step time of the B-1 model: nap vs ln (projection included), ln vs base, and the
+    cost of one ``project()`` call relative to an ln training step."""
+    from tenfold.utils.bench import compare
+
+    cfg = Config()
+    x = torch.randn(cfg.batch_size, cfg.in_features)
+    y = torch.randint(0, cfg.n_classes, (cfg.batch_size,))
+
+    def stepper(arm: str):
+        model = _mlp(cfg, arm, 0)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        proj = NaP(model) if arm == "nap" else None
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            if proj is not None:
+                proj.project()
+        return step, proj
+
+    repeats, inner = (30, 10) if quick else (200, 20)
+    base, _ = stepper("base")
+    ln, _ = stepper("ln")
+    nap, proj = stepper("nap")
+    params = {"model": "64-128-128-10", "batch": cfg.batch_size, "optimizer": "adam"}
+    return [
+        compare("nap.step", ("ln step", ln), ("nap step (+ project)", nap), repeats=repeats, inner=inner, **params),
+        compare("nap.ln-step", ("base step", base), ("ln step", ln), repeats=repeats, inner=inner, **params),
+        compare("nap.project", ("ln step", ln), ("project() alone", proj.project), repeats=repeats, inner=inner, **params),
+    ]
+
+
+EXPERIMENT = Experiment(
+    name="nap",
+    paper="Lyle et al., Normalization and effective learning rates in reinforcement learning (NeurIPS 2024, arXiv 2407.01800)",
+    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=2.5,
+    claim_ids=("nap.plasticity", "nap.ln-beats-base", "nap.no-decay", "nap.ln-norm-grows", "nap.nap-norm-fixed",
+               "nap.stationary"),
+    bench=bench,
+)

@@ -1,0 +1,356 @@
+"""Normalize-before-nonlinearity networks for Normalize-and-Project (NaP).
+
+Lyle, Zheng, Khetarpal, Martens, van Hasselt, Pascanu, Dabney, "Normalization and effective learning
+rates in reinforcement learning", NeurIPS 2024 (arXiv 2407.01800), step 1 of NaP ("Normalize"):
+insert a normalization layer (LayerNorm or RMSNorm) right after every linear/conv layer that feeds a
+nonlinearity, and drop that layer's bias (the normalization's mean-centring and offset make it
+redundant). Then the layer's weight W is scale-invariant, f(c·W) = f(W) for c > 0, which is what lets
+``tenfold.optim.NaP`` project W back to a fixed norm without changing the function.
+
+This module holds
+
+- :func:`add_norm_before_activations`: the helper that rewrites an ``nn.Sequential`` MLP or CNN;
+- :class:`NormMLP`, :class:`NormCNN`: small builders (plain when ``norm="none"``);
+- :class:`NormTransformerBlock`: a pre-norm transformer block whose two nonlinearities (the attention
+  softmax and the MLP activation) are each preceded by normalization (QK-norm and a hidden-layer norm);
+- :class:`NaPGroups` and :func:`find_nap_groups`: which tensors are scale-invariant, found from the
+  structure of the network (never from parameter names).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NORM_KINDS = ("layer", "rms", "none")
+LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Mish, nn.ELU, nn.CELU, nn.SELU,
+                    nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.PReLU)
+# f(c·x) = c·f(x) for c > 0: a joint scaling of a norm's (scale, offset) passes through these unchanged
+HOMOGENEOUS_TYPES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Flatten, nn.Dropout, nn.MaxPool1d, nn.MaxPool2d,
+                     nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+                     nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool2d)
+
+
+class ChannelRMSNorm(nn.Module):
+    """RMSNorm of a conv feature map over (channels, *spatial), with a per-channel scale γ:
+    y = γ_c · x / sqrt(mean_{c,h,w}(x²) + eps). The RMS analogue of ``nn.GroupNorm(1, C)``."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        if num_channels < 1:
+            raise ValueError(f"num_channels must be >= 1, got {num_channels}")
+        if eps < 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.num_channels, self.eps = num_channels, eps
+        self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"expected x shaped (batch, {self.num_channels}, ...), got {tuple(x.shape)}")
+        dims = tuple(range(1, x.dim()))
+        y = x * torch.rsqrt(x.pow(2).mean(dim=dims, keepdim=True) + self.eps)
+        if self.weight is None:
+            return y
+        return y * self.weight.view(1, -1, *([1] * (x.dim() - 2)))  # (1, C, 1, ...) broadcast over space
+
+
+NORM_TYPES = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm, ChannelRMSNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def make_norm(kind: str, features: int, *, conv: bool = False, eps: float = 1e-5) -> nn.Module:
+    """A normalization layer of ``kind`` ("layer" or "rms") for ``features`` features.
+
+    For a conv feature map (``conv=True``) "layer" is ``GroupNorm(1, C)`` (LayerNorm over channels and
+    space, per-channel affine) and "rms" is :class:`ChannelRMSNorm`. γ = 1, β = 0 at init.
+    """
+    if kind not in ("layer", "rms"):
+        raise ValueError(f"norm must be 'layer' or 'rms', got {kind!r}")
+    if features < 1:
+        raise ValueError(f"features must be >= 1, got {features}")
+    if conv:
+        return nn.GroupNorm(1, features, eps=eps) if kind == "layer" else ChannelRMSNorm(features, eps=eps)
+    return nn.LayerNorm(features, eps=eps) if kind == "layer" else nn.RMSNorm(features, eps=eps)
+
+
+def _out_features(layer: nn.Module) -> int:
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+
+
+def _without_bias(layer: nn.Module) -> nn.Module:
+    """A copy of a linear/conv layer with the same weight and no bias."""
+    clone = copy.deepcopy(layer)
+    clone.bias = None  # nn.Linear / nn.ConvNd treat a None bias as "no bias"
+    return clone
+
+
+def add_norm_before_activations(model: nn.Sequential, *, norm: str = "layer", eps: float = 1e-5,
+                                bias_before_norm: bool = False) -> nn.Sequential:
+    """Insert a normalization layer between every linear/conv layer and the activation that follows it.
+
+    NaP step 1 (Lyle et al. 2024): ``Linear → act`` becomes ``Linear(bias=False) → Norm → act`` (and
+    likewise for ``Conv1d/2d/3d``), so each such weight is scale-invariant. The bias is dropped unless
+    ``bias_before_norm`` (LayerNorm's mean-centring removes it anyway; RMSNorm does not, but a bias
+    before the norm breaks the invariance of the weight alone). Nested ``nn.Sequential`` containers
+    are rewritten recursively; the last layer (the head, followed by no activation) is left as it is.
+    Returns a new ``nn.Sequential`` holding copies; ``model`` is not modified.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be an nn.Sequential, got {type(model).__name__}")
+    if norm not in ("layer", "rms"):
+        raise ValueError(f"norm must be 'layer' or 'rms', got {norm!r}")
+    children = list(model.children())
+    out: list[nn.Module] = []
+    for i, child in enumerate(children):
+        nxt = children[i + 1] if i + 1 < len(children) else None
+        if isinstance(child, nn.Sequential):
+            out.append(add_norm_before_activations(child, norm=norm, eps=eps, bias_before_norm=bias_before_norm))
+        elif isinstance(child, LINEAR_TYPES) and isinstance(nxt, ACTIVATION_TYPES):
+            out.append(copy.deepcopy(child) if bias_before_norm else _without_bias(child))
+            out.append(make_norm(norm, _out_features(child), conv=not isinstance(child, nn.Linear), eps=eps))
+        else:
+            out.append(copy.deepcopy(child))
+    return nn.Sequential(*out)
+
+
+def he_init_(model: nn.Module) -> nn.Module:
+    """He initialisation N(0, 2/fan_in) of every linear/conv weight, zero biases (NaP spec §5.1)."""
+    for module in model.modules():
+        if isinstance(module, LINEAR_TYPES):
+            fan_in = module.weight[0].numel()
+            nn.init.normal_(module.weight, std=math.sqrt(2.0 / fan_in))
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------
+# which tensors are scale-invariant
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class NaPGroups:
+    """The modules NaP acts on.
+
+    - ``weights``: linear/conv layers followed by a normalization; their (weight, bias) are projected
+      jointly to their initial norm (the bias is absent in the default bias-free layout).
+    - ``affines``: normalization layers whose (scale, offset) are projected jointly to their initial
+      norm (√d at γ = 1, β = 0).
+    - ``head``: output layers; left free unless the projector is asked to project the head.
+    """
+
+    weights: list[nn.Module] = field(default_factory=list)
+    affines: list[nn.Module] = field(default_factory=list)
+    head: list[nn.Module] = field(default_factory=list)
+
+
+def _leaves(model: nn.Module) -> list[nn.Module]:
+    """The modules of a (nested) ``nn.Sequential`` in execution order, nested Sequentials flattened."""
+    if not isinstance(model, nn.Sequential):
+        return [model]
+    return [leaf for child in model.children() for leaf in _leaves(child)]
+
+
+def _has_affine(norm: nn.Module) -> bool:
+    return getattr(norm, "weight", None) is not None or getattr(norm, "bias", None) is not None
+
+
+def find_nap_groups(model: nn.Module) -> NaPGroups:
+    """Find NaP's groups from the structure of a (nested) ``nn.Sequential``.
+
+    A linear/conv layer directly followed by a normalization layer is a scale-invariant weight. A
+    normalization layer with an affine is registered when everything up to the next linear/conv layer
+    is positively homogeneous (ReLU, pooling, flatten), so a joint scaling of (γ, β) only rescales the
+    next layer's input. The last linear/conv layer not followed by a normalization is the head.
+    """
+    leaves = _leaves(model)
+    groups = NaPGroups()
+    for i, leaf in enumerate(leaves):
+        nxt = leaves[i + 1] if i + 1 < len(leaves) else None
+        if isinstance(leaf, LINEAR_TYPES) and isinstance(nxt, NORM_TYPES):
+            groups.weights.append(leaf)
+        elif isinstance(leaf, NORM_TYPES) and _has_affine(leaf) and _homogeneous_until_linear(leaves[i + 1:]):
+            groups.affines.append(leaf)
+    heads = [leaf for i, leaf in enumerate(leaves) if isinstance(leaf, LINEAR_TYPES)
+             and not (i + 1 < len(leaves) and isinstance(leaves[i + 1], NORM_TYPES))]
+    groups.head = heads[-1:]
+    return groups
+
+
+def _homogeneous_until_linear(rest: Sequence[nn.Module]) -> bool:
+    for module in rest:
+        if isinstance(module, LINEAR_TYPES):
+            return True
+        if not isinstance(module, HOMOGENEOUS_TYPES):
+            return False
+    return False
+
+
+def follows_norm(model: nn.Module, layer: nn.Module) -> bool | None:
+    """Whether ``layer`` is directly followed by a normalization inside ``model``'s Sequential chains:
+    True / False when that can be read from the structure, None when it cannot (not in a Sequential)."""
+    for container in [model, *model.modules()]:
+        if not isinstance(container, nn.Sequential):
+            continue
+        leaves = _leaves(container)
+        for i, leaf in enumerate(leaves):
+            if leaf is layer:
+                return i + 1 < len(leaves) and isinstance(leaves[i + 1], NORM_TYPES)
+    return None
+
+
+def homogeneous_after(model: nn.Module, norm: nn.Module) -> bool | None:
+    """Whether the path from a norm layer to the next linear/conv layer is positively homogeneous
+    (so that a joint scaling of the norm's affine is an invariance); None when it cannot be read."""
+    for container in [model, *model.modules()]:
+        if not isinstance(container, nn.Sequential):
+            continue
+        leaves = _leaves(container)
+        for i, leaf in enumerate(leaves):
+            if leaf is norm:
+                return _homogeneous_until_linear(leaves[i + 1:])
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# builders
+# ------------------------------------------------------------------------------------------------
+
+def _activation(name: str) -> nn.Module:
+    table = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+    if name not in table:
+        raise ValueError(f"activation must be one of {sorted(table)}, got {name!r}")
+    return table[name]()
+
+
+def _check_norm_kind(norm: str) -> None:
+    if norm not in NORM_KINDS:
+        raise ValueError(f"norm must be one of {NORM_KINDS}, got {norm!r}")
+
+
+class NormMLP(nn.Sequential):
+    """MLP ``in → hidden... → out`` with a normalization before every activation (NaP, Lyle et al. 2024).
+
+    ``norm="none"`` gives the plain MLP ``Linear(bias) → act → ... → Linear``; ``"layer"``/``"rms"``
+    give ``Linear(bias=bias_before_norm) → Norm → act → ... → Linear(bias=head_bias)``. He init
+    N(0, 2/fan_in) for all weights including the head, zero biases, γ = 1, β = 0.
+    """
+
+    def __init__(self, *, in_features: int, hidden_features: Sequence[int], out_features: int,
+                 norm: str = "layer", norm_eps: float = 1e-5, bias_before_norm: bool = False,
+                 head_bias: bool = True, activation: str = "relu"):
+        _check_norm_kind(norm)
+        sizes = [in_features, *hidden_features, out_features]
+        if any(not isinstance(s, int) or s < 1 for s in sizes):
+            raise ValueError(f"in_features, hidden_features and out_features must be positive ints, got {sizes}")
+        if norm_eps < 0:
+            raise ValueError(f"norm_eps must be >= 0, got {norm_eps}")
+        plain: list[nn.Module] = []
+        for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
+            plain += [nn.Linear(fan_in, fan_out), _activation(activation)]
+        plain.append(nn.Linear(sizes[-2], out_features, bias=head_bias))
+        layers = nn.Sequential(*plain)
+        if norm != "none":
+            layers = add_norm_before_activations(layers, norm=norm, eps=norm_eps, bias_before_norm=bias_before_norm)
+        super().__init__(*layers)
+        self.norm_kind = norm
+        he_init_(self)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self[-1]
+
+    def nap_groups(self) -> NaPGroups:
+        return find_nap_groups(self)
+
+
+class NormCNN(nn.Sequential):
+    """Small CNN ``[Conv3x3 → (Norm) → ReLU → MaxPool2] × len(channels) → global avg pool → Linear``.
+
+    With ``norm="layer"`` the norm is ``GroupNorm(1, C)`` (LayerNorm over the feature map), with
+    ``"rms"`` :class:`ChannelRMSNorm`; the convs before a norm are bias-free unless
+    ``bias_before_norm``. He init for all weights, zero biases.
+    """
+
+    def __init__(self, *, in_channels: int, channels: Sequence[int], num_classes: int, norm: str = "layer",
+                 norm_eps: float = 1e-5, bias_before_norm: bool = False, pool: bool = True):
+        _check_norm_kind(norm)
+        sizes = [in_channels, *channels, num_classes]
+        if any(not isinstance(s, int) or s < 1 for s in sizes) or not channels:
+            raise ValueError(f"in_channels, channels (non-empty) and num_classes must be positive ints, got {sizes}")
+        plain: list[nn.Module] = []
+        for c_in, c_out in zip(sizes[:-2], sizes[1:-1]):
+            plain += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+            if pool:
+                plain.append(nn.MaxPool2d(2))
+        plain += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(sizes[-2], num_classes)]
+        layers = nn.Sequential(*plain)
+        if norm != "none":
+            layers = add_norm_before_activations(layers, norm=norm, eps=norm_eps, bias_before_norm=bias_before_norm)
+        super().__init__(*layers)
+        self.norm_kind = norm
+        he_init_(self)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self[-1]
+
+    def nap_groups(self) -> NaPGroups:
+        return find_nap_groups(self)
+
+
+class NormTransformerBlock(nn.Module):
+    """Pre-norm transformer block with a normalization before each of its nonlinearities (NaP §transformers).
+
+        h  = Norm_1(x);  q = Norm_q(h W_q), k = Norm_k(h W_k) per head;  v = h W_v
+        x  = x + softmax(q kᵀ / √d_h) v W_o
+        x  = x + act(Norm_h(Norm_2(x) W_up)) W_down
+
+    The softmax is fed by normalized queries and keys (QK-norm) and the MLP activation by a normalized
+    hidden layer, so W_q, W_k and W_up are scale-invariant (``nap_groups().weights``). W_v, W_o and
+    W_down write into the un-normalized residual stream and are not invariant; they stay free, as do
+    all norm affines (their outputs feed a softmax, a GELU or the residual stream, none of which is
+    positively homogeneous in the affine).
+    """
+
+    def __init__(self, *, dim: int, num_heads: int, hidden: int | None = None, norm: str = "layer",
+                 norm_eps: float = 1e-5, activation: str = "gelu", causal: bool = True):
+        super().__init__()
+        if norm not in ("layer", "rms"):
+            raise ValueError(f"norm must be 'layer' or 'rms', got {norm!r}")
+        if dim < 1 or num_heads < 1 or dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
+        hidden = 4 * dim if hidden is None else hidden
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        self.dim, self.num_heads, self.head_dim, self.causal = dim, num_heads, dim // num_heads, causal
+        self.norm1, self.norm2 = make_norm(norm, dim, eps=norm_eps), make_norm(norm, dim, eps=norm_eps)
+        self.q_proj, self.k_proj = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
+        self.v_proj, self.o_proj = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
+        self.q_norm = make_norm(norm, self.head_dim, eps=norm_eps)
+        self.k_norm = make_norm(norm, self.head_dim, eps=norm_eps)
+        self.up, self.down = nn.Linear(dim, hidden, bias=False), nn.Linear(hidden, dim, bias=False)
+        self.hidden_norm = make_norm(norm, hidden, eps=norm_eps)
+        self.act = _activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected x shaped (batch, seq, {self.dim}), got {tuple(x.shape)}")
+        batch, seq, _ = x.shape
+        h = self.norm1(x)
+        heads = (batch, seq, self.num_heads, self.head_dim)
+        q = self.q_norm(self.q_proj(h).view(heads)).transpose(1, 2)  # (batch, heads, seq, head_dim)
+        k = self.k_norm(self.k_proj(h).view(heads)).transpose(1, 2)  # (batch, heads, seq, head_dim)
+        v = self.v_proj(h).view(heads).transpose(1, 2)  # (batch, heads, seq, head_dim)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        x = x + self.o_proj(y.transpose(1, 2).reshape(batch, seq, self.dim))  # (batch, seq, dim)
+        return x + self.down(self.act(self.hidden_norm(self.up(self.norm2(x)))))
+
+    def nap_groups(self) -> NaPGroups:
+        return NaPGroups(weights=[self.q_proj, self.k_proj, self.up])
