@@ -1,0 +1,297 @@
+"""Adaptive temperature on max retrieval (Veličković et al., 2024, "softmax is not enough (for sharp
+out-of-distribution)", arXiv 2410.01104, §3 and §5).
+
+A single attention head with a learned query is trained to return the class of the max-priority item
+in sets of 16 items, then tested on sets of 16 ... 4096 items. Softmax disperses as the set grows
+(Lemma 2.1: n * max_k alpha_k <= e^delta for a row of spread delta), so accuracy falls; adaptive
+temperature, applied at inference only, sharpens each row by beta(H) and should delay the fall. The
+same evaluation sets are used for every arm (paired comparison). Ablations: log-n scaling
+(beta = log n / log 16), an oracle beta per n (grid-searched on the test sets: an upper reference), and
+a quartic refitted on this model's (entropy, best beta) pairs from separate fitting sets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tenfold import plotting
+from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats, stack_seeds
+from tenfold.nn.adaptive_temperature import (
+    PAPER_COEFFS, adaptive_beta, adaptive_temperature_softmax, fit_polynomial, log_n_scaled_softmax, polyval,
+)
+from tenfold.tasks.max_retrieval import MaxRetrievalNet, sample_max_retrieval
+
+
+@dataclass
+class Config:
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    train_n: int = 16
+    steps: int = 2000
+    batch: int = 128
+    lr: float = 1e-3
+    d_hidden: int = 64
+    sizes: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+    eval_sets: int = 1024  # test sets per size, identical for every arm
+    fit_sets: int = 256  # separate sets per size for refitting the polynomial
+    max_items: int = 2**18  # items per evaluation chunk (memory)
+    beta_grid: tuple[float, ...] = tuple(round(2 ** (k / 8), 4) for k in range(25))  # 1 ... 8
+
+
+PRESETS = {
+    "smoke": Config(seeds=(0,), steps=60, sizes=(16, 64, 256), eval_sets=64, fit_sets=32),
+    "quick": Config(),
+    "full": Config(seeds=tuple(range(10)), steps=4000, sizes=tuple(2**k for k in range(4, 15)), eval_sets=4096,
+                   fit_sets=1024),
+}
+
+PAIRED_SIZES = (256, 512, 1024)  # where the paper reports its clearest gains
+
+
+# ---------------------------------------------------------------------------------------------------
+# training and evaluation of one seed
+
+
+def _train(cfg: Config, generator: torch.Generator, ctx: RunContext) -> MaxRetrievalNet:
+    net = MaxRetrievalNet(d_hidden=cfg.d_hidden, d_k=cfg.d_hidden)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
+    for _ in ctx.progress(range(cfg.steps), desc="train"):
+        feats, target, _ = sample_max_retrieval(cfg.batch, cfg.train_n, generator=generator)
+        loss = F.cross_entropy(net(feats), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+    return net.eval()
+
+
+def _chunks(cfg: Config, n: int, sets: int, generator: torch.Generator):
+    per_chunk = max(1, min(sets, cfg.max_items // n))
+    for start in range(0, sets, per_chunk):
+        yield sample_max_retrieval(min(per_chunk, sets - start), n, generator=generator)
+
+
+def _fit_polynomial(cfg: Config, net: MaxRetrievalNet, generator: torch.Generator):
+    """For each size, the beta of the grid with the lowest cross-entropy on fitting sets; then a quartic
+    fitted to (row entropy, best beta of its size) over all rows, as the paper fitted its polynomial."""
+    grid = torch.tensor(cfg.beta_grid)
+    entropies, betas, best = [], [], []
+    for n in cfg.sizes:
+        nll, rows = torch.zeros(len(grid)), []
+        for feats, target, _ in _chunks(cfg, n, cfg.fit_sets, generator):
+            scores, values = net.encode(feats)
+            rows.append(adaptive_temperature_softmax(scores, return_stats=True)[1]["entropy"])
+            for g, beta in enumerate(grid):
+                logits = net.readout(torch.softmax(beta * scores, -1), values)
+                nll[g] += F.cross_entropy(logits, target, reduction="sum")
+        best.append(float(grid[nll.argmin()]))
+        entropies.append(torch.cat(rows))
+        betas.append(torch.full_like(entropies[-1], best[-1]))
+    coeffs = fit_polynomial(torch.cat(entropies), torch.cat(betas), degree=len(PAPER_COEFFS) - 1)
+    return coeffs, best
+
+
+def _evaluate_size(cfg: Config, net: MaxRetrievalNet, n: int, refit: tuple[float, ...],
+                   generator: torch.Generator) -> dict:
+    grid = torch.tensor(cfg.beta_grid)
+    correct = {"softmax": 0, "adaptive": 0, "log-n": 0, "refit": 0}
+    grid_correct = torch.zeros(len(grid))
+    sums = {"w_base": 0.0, "w_at": 0.0, "entropy": 0.0, "beta": 0.0, "beta_above_1": 0.0, "spread": 0.0}
+    bound_gap = -math.inf
+    for feats, target, argmax in _chunks(cfg, n, cfg.eval_sets, generator):
+        scores, values = net.encode(feats)
+        base = torch.softmax(scores, -1)
+        at, stats = adaptive_temperature_softmax(scores, return_stats=True)
+        arms = {"softmax": base, "adaptive": at, "log-n": log_n_scaled_softmax(scores, n_ref=cfg.train_n),
+                "refit": adaptive_temperature_softmax(scores, coeffs=refit)}
+        for arm, weights in arms.items():
+            correct[arm] += int((net.readout(weights, values).argmax(-1) == target).sum())
+        for g, beta in enumerate(grid):
+            grid_correct[g] += (net.readout(torch.softmax(beta * scores, -1), values).argmax(-1) == target).sum()
+        spread = scores.amax(-1) - scores.amin(-1)
+        sums["w_base"] += float(base.gather(1, argmax[:, None]).sum())
+        sums["w_at"] += float(at.gather(1, argmax[:, None]).sum())
+        sums["entropy"] += float(stats["entropy"].sum())
+        sums["beta"] += float(stats["beta"].sum())
+        sums["beta_above_1"] += float((stats["beta"] > 1).sum())
+        sums["spread"] += float(spread.sum())
+        # Lemma 2.1 / Thm 2.2: log(n * max alpha) <= delta for every row
+        bound_gap = max(bound_gap, float((math.log(n) + base.amax(-1).log() - spread).max()))
+    best = int(grid_correct.argmax())
+    out = {f"acc_{arm}": c / cfg.eval_sets for arm, c in correct.items()}
+    out.update({k: v / cfg.eval_sets for k, v in sums.items()})
+    out.update(acc_oracle=float(grid_correct[best]) / cfg.eval_sets, beta_oracle=float(grid[best]),
+               bound_gap=bound_gap)
+    return out
+
+
+def run_seed(cfg: Config, ctx: RunContext) -> dict:
+    net = _train(cfg, torch.Generator().manual_seed(ctx.seed), ctx)
+    with torch.no_grad():
+        refit, best_beta = _fit_polynomial(cfg, net, torch.Generator().manual_seed(10_000 + ctx.seed))
+        evaluation = torch.Generator().manual_seed(20_000 + ctx.seed)
+        per_size = [_evaluate_size(cfg, net, n, refit, evaluation) for n in ctx.progress(cfg.sizes, desc="eval")]
+    record = {key: [row[key] for row in per_size] for key in per_size[0]}
+    record.update(refit_coeffs=list(refit), fit_best_beta=best_beta)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------
+# claims, metrics and figures
+
+
+def _paired_t(diff: np.ndarray) -> float:
+    """Paired t statistic of per-seed differences (0 when they are all equal)."""
+    sd = diff.std(ddof=1) if len(diff) > 1 else 0.0
+    return float(diff.mean() / (sd / math.sqrt(len(diff)))) if sd > 0 else 0.0
+
+
+def _metrics(cfg: Config, records: dict[int, dict]) -> dict:
+    keys = [k for k in records[min(records)] if k not in ("refit_coeffs", "fit_best_beta")]
+    per_size = {key: stack_seeds(records, key) for key in keys}  # (seeds, sizes)
+    metrics = {"sizes": list(cfg.sizes)}
+    for key, values in per_size.items():
+        metrics[key] = {str(n): seed_stats(values[:, i]) for i, n in enumerate(cfg.sizes)}
+    diff = per_size["acc_adaptive"] - per_size["acc_softmax"]
+    metrics["paired_diff"] = {str(n): {**seed_stats(diff[:, i]), "t": _paired_t(diff[:, i])}
+                              for i, n in enumerate(cfg.sizes)}
+    coeffs = stack_seeds(records, "refit_coeffs")
+    metrics["refit_coeffs"] = {"mean": coeffs.mean(0).tolist(), "per_seed": coeffs.tolist(),
+                               "paper": list(PAPER_COEFFS), "order": "highest degree first"}
+    metrics["fit_best_beta"] = seed_stats(stack_seeds(records, "fit_best_beta").mean(1))
+    metrics["fit_best_beta"]["per_size_mean"] = stack_seeds(records, "fit_best_beta").mean(0).tolist()
+    return metrics
+
+
+def _claims(cfg: Config, records: dict[int, dict]) -> list:
+    sizes = np.asarray(cfg.sizes)
+    mean = {key: stack_seeds(records, key).mean(0) for key in
+            ("acc_softmax", "acc_adaptive", "w_base", "entropy")}
+    diff = (stack_seeds(records, "acc_adaptive") - stack_seeds(records, "acc_softmax")).mean(0)
+    ood = sizes > cfg.train_n
+    paired = np.isin(sizes, PAIRED_SIZES)
+    tail = sizes >= 4 * cfg.train_n
+    slope = float(np.polyfit(np.log(sizes[tail]), mean["entropy"][tail], 1)[0]) if tail.sum() >= 2 else math.nan
+    i_train = int(np.flatnonzero(sizes == cfg.train_n)[0])
+    return [
+        check("adaptive-temperature.in-distribution", "Baseline accuracy at the training size (16 items), seed mean",
+              "98.6% at 16 items", mean["acc_softmax"][i_train], ">= 0.95"),
+        check("adaptive-temperature.accuracy-falls",
+              "Baseline accuracy drop from 16 items to the largest test size, seed mean",
+              "98.6% at 16 items -> 22.6% at 4096", mean["acc_softmax"][i_train] - mean["acc_softmax"][-1], ">= 0.1"),
+        check("adaptive-temperature.max-weight-falls",
+              "Sizes where the mean attention weight on the max item does not fall as the set doubles",
+              "the max-retrieval head is sharp at 16 items and disperses at larger sizes (Fig. 2)",
+              int((np.diff(mean["w_base"]) >= 0).sum()), "<= 0"),
+        check("adaptive-temperature.entropy-log-n",
+              "Slope of mean attention entropy against log n for n >= 64 (uniform weights give 1)",
+              "every softmax coefficient tends to Theta(1/n) (Lemma 2.1)", slope, ">= 0.5"),
+        check("adaptive-temperature.dispersion-bound",
+              "max over seeds, sizes and rows of log(n * max_k alpha_k) - delta (Lemma 2.1: <= 0)",
+              "e^-delta / n <= alpha_k <= e^delta / n for logits of spread delta",
+              float(stack_seeds(records, "bound_gap").max()), "<= 1e-4"),
+        check("adaptive-temperature.not-worse",
+              "Smallest seed-mean accuracy gain of adaptive temperature over softmax at any OOD size",
+              "adaptive temperature >= baseline at every OOD size (e.g. 81.3% -> 82.1% at 256)",
+              float(diff[ood].min()), ">= 0"),
+        check("adaptive-temperature.paired-gain",
+              "Smallest mean paired accuracy gain at 256, 512 and 1024 items (same test sets, per seed)",
+              "gains of +0.8 / +3.9 points at 256 / 1024 items, p < 1e-3 (paired t-test)",
+              float(diff[paired].min()) if paired.any() else math.nan, "> 0"),
+    ]
+
+
+CLAIM_IDS = ("adaptive-temperature.in-distribution", "adaptive-temperature.accuracy-falls",
+             "adaptive-temperature.max-weight-falls", "adaptive-temperature.entropy-log-n",
+             "adaptive-temperature.dispersion-bound", "adaptive-temperature.not-worse",
+             "adaptive-temperature.paired-gain")
+
+
+def _figures(cfg: Config, records: dict[int, dict], out_dir: Path) -> list[str]:
+    sizes, names = list(cfg.sizes), []
+    fig, ax = plotting.figure()
+    for key, label in (("acc_softmax", "softmax"), ("acc_adaptive", "adaptive temperature"),
+                       ("acc_log-n", "log-n scaling"), ("acc_refit", "refitted polynomial"),
+                       ("acc_oracle", "oracle beta per n")):
+        plotting.band(ax, sizes, stack_seeds(records, key), label=label, marker="o", markersize=3)
+    ax.set(xscale="log", xlabel="items n (trained at 16)", ylabel="accuracy", title="max retrieval")
+    ax.legend(fontsize=8)
+    names.append(plotting.save(fig, out_dir, "accuracy_vs_n.png"))
+    fig, ax = plotting.figure()
+    plotting.band(ax, sizes, stack_seeds(records, "w_base"), label="softmax")
+    plotting.band(ax, sizes, stack_seeds(records, "w_at"), label="adaptive temperature")
+    ax.plot(sizes, 1 / np.asarray(sizes), "k:", label="uniform 1/n")
+    ax.set(xscale="log", yscale="log", xlabel="items n", ylabel="weight on the max item", title="dispersion")
+    ax.legend(fontsize=8)
+    names.append(plotting.save(fig, out_dir, "max_weight_vs_n.png"))
+    fig, ax = plotting.figure()
+    log_n = np.log(sizes)
+    plotting.band(ax, log_n, stack_seeds(records, "entropy"), label="attention entropy (softmax)", marker="o")
+    ax.plot(log_n, log_n, "k:", label="log n (uniform)")
+    ax.axhspan(0.8486, 5.9445, color="tab:green", alpha=0.08, label="window where the paper's beta > 1")
+    ax.set(xlabel="log n", ylabel="entropy (nats)", title="entropy against log n")
+    ax.legend(fontsize=8)
+    names.append(plotting.save(fig, out_dir, "entropy_vs_log_n.png"))
+    fig, axes = plotting.figure(ncols=2)
+    plotting.band(axes[0], sizes, stack_seeds(records, "beta"), label="adaptive (paper's polynomial), mean")
+    plotting.band(axes[0], sizes, stack_seeds(records, "beta_oracle"), label="oracle (test accuracy)")
+    plotting.band(axes[0], sizes, stack_seeds(records, "fit_best_beta"), label="best cross-entropy (fitting sets)")
+    axes[0].plot(sizes, np.log(sizes) / math.log(cfg.train_n), "k:", label="log n / log 16")
+    axes[0].set(xscale="log", xlabel="items n", ylabel="beta = 1 / temperature", title="beta against n")
+    axes[0].legend(fontsize=7)
+    h = torch.linspace(0, 8, 161)
+    axes[1].plot(h, adaptive_beta(h), "k", label="paper")
+    for seed in sorted(records):
+        axes[1].plot(h, adaptive_beta(h, coeffs=records[seed]["refit_coeffs"]), alpha=0.6, label=f"refit seed {seed}")
+    axes[1].set(xlabel="entropy H (nats)", ylabel="beta(H)", title="polynomials (max(poly, 1))")
+    axes[1].legend(fontsize=7)
+    names.append(plotting.save(fig, out_dir, "beta.png"))
+    return names
+
+
+def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
+    return Evaluation(_claims(cfg, records), _metrics(cfg, records), _figures(cfg, records, out_dir))
+
+
+# ---------------------------------------------------------------------------------------------------
+# benchmark: two-pass adaptive attention against plain SDPA
+
+
+def bench(quick: bool = True) -> list:
+    from tenfold.nn.adaptive_temperature import SOFTMAX_FUNCTIONS, two_pass_attention
+    from tenfold.utils.bench import compare
+
+    rows = []
+    lengths = (1024, 2048) if quick else (1024, 4096)
+    for length in lengths:
+        for causal in (False, True):
+            gen = torch.Generator().manual_seed(0)
+            q, k, v = (torch.randn(1, 4, length, 64, generator=gen) for _ in range(3))
+            with torch.no_grad():
+                def plain():
+                    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+                def two_pass():
+                    return two_pass_attention(q, k, v, kind="adaptive", is_causal=causal)
+                rows.append(compare(f"two-pass adaptive attention, L={length}, causal={causal}",
+                                    ("sdpa", plain), ("two-pass adaptive", two_pass), warmup=1,
+                                    repeats=3 if quick else 7, length=length, causal=causal, heads=4, head_dim=64))
+    length = 1024
+    scores = torch.randn(1, 4, length, length, generator=torch.Generator().manual_seed(1)) * 3
+    rows.append(compare(f"dense adaptive softmax, L={length}", ("torch.softmax", lambda: torch.softmax(scores, -1)),
+                        ("adaptive softmax", lambda: SOFTMAX_FUNCTIONS["adaptive"](scores)), warmup=1,
+                        repeats=3 if quick else 7, length=length))
+    return rows
+
+
+EXPERIMENT = Experiment(
+    name="adaptive-temperature",
+    paper="Softmax is not enough (for sharp out-of-distribution), Veličković et al. (arXiv 2410.01104)",
+    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claim_ids=CLAIM_IDS, bench=bench,
+)
