@@ -1,0 +1,352 @@
+"""Soft Reset (Galashov et al., NeurIPS 2024, arXiv 2411.04034) on a random-label memorisation stream.
+
+Protocol (spec §5.1, a CPU-sized version of Kumar et al.'s random-label plasticity benchmark): 256
+fixed Gaussian inputs in R^32; every task draws fresh labels in {0..9} for all of them; tasks of
+``steps_per_task`` online steps with batches of 32; an MLP 32-256-256-10 (ReLU, He-normal weights,
+PyTorch-default biases) trained by plain SGD (lr 0.05). Metric: average online task accuracy, the
+accuracy of each incoming batch at θ_t before any drift or update, averaged within a task, then over
+tasks (also over the first and last five tasks).
+
+Arms: online SGD; hard reset at the true boundaries (an oracle); L2-Init; Shrink & Perturb (a small
+grid, best reported); Soft Reset (SGD variant, defaults of the spec); a compute-matched SGD arm
+(``sgd_updates_matched`` updates per incoming batch, about Soft Reset's 4 passes per step); the
+Bayesian variant and the spec's ablations in the ``full`` preset.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from tenfold import plotting
+from tenfold.experiment import Evaluation, Experiment, RunContext, check, paired_wins, seed_stats, stack_seeds
+from tenfold.optim.baselines import HardReset, L2Init, ShrinkPerturb
+from tenfold.optim.soft_reset import BayesianSoftResetProximal, SoftReset
+from tenfold.tasks.streams import OnlineAccuracy, RandomLabelStream
+
+
+@dataclass
+class Config:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_tasks: int = 20
+    steps_per_task: int = 300
+    n_inputs: int = 256
+    in_features: int = 32
+    n_classes: int = 10
+    batch_size: int = 32
+    hidden: int = 256
+    lr: float = 0.05
+    l2_init: float = 0.01
+    # Shrink & Perturb grid: "shrink:noise_scale" pairs; noise is scaled by each tensor's initial std.
+    sp_grid: str = "0.999:0.045,0.9999:0.014,0.999:0.01"
+    s: float = 0.1
+    gamma_lr: float = 0.05
+    gamma_steps: int = 1
+    rho_max: float = 10.0
+    sgd_updates_matched: int = 4  # compute-matched SGD: updates per incoming batch
+    bayes: bool = False  # Bayesian Soft Reset Proximal arm
+    bayes_theta_samples: int = 1
+    ablations: bool = False  # spec §5.2 ablations (first seed only)
+    boundary_window: int = 5  # γ diagnostic: the first steps of a task
+
+
+PRESETS = {
+    "smoke": Config(seeds=(0,), n_tasks=3, steps_per_task=20, hidden=32, n_inputs=64,
+                    sp_grid="0.999:0.045", sgd_updates_matched=2),
+    "quick": Config(),
+    "full": Config(seeds=(0, 1, 2, 3, 4), bayes=True, ablations=True),
+}
+
+# Thresholds (from issue 5 and spec §5.1, fixed before any run).
+SOFT_MINUS_SGD = 0.05
+SOFT_MINUS_HARD = -0.01
+GAMMA_DIP_MARGIN = 0.01  # mid-task mean γ − boundary mean of min γ must exceed this
+MID_TASK_FRACTION = 0.05  # at most this fraction of mid-task steps with γ < 0.999
+
+CLAIM_IDS = ("soft-reset.beats-sgd", "soft-reset.matches-hard", "soft-reset.sgd-loses-plasticity",
+             "soft-reset.gamma-dips-at-boundaries", "soft-reset.gamma-quiet-mid-task")
+
+
+# ---------------------------------------------------------------------------------------------
+# model and stream
+# ---------------------------------------------------------------------------------------------
+
+def he_init_(model: nn.Module, generator: torch.Generator | None = None) -> None:
+    """He-normal weights, PyTorch-default uniform biases (U(±1/√fan_in))."""
+    for layer in model.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
+            bound = 1.0 / layer.in_features ** 0.5
+            nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+def make_model(cfg: Config, seed: int) -> nn.Module:
+    model = nn.Sequential(nn.Linear(cfg.in_features, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.hidden),
+                          nn.ReLU(), nn.Linear(cfg.hidden, cfg.n_classes))
+    he_init_(model, torch.Generator().manual_seed(10_000 + seed))
+    return model
+
+
+def make_stream(cfg: Config, seed: int) -> RandomLabelStream:
+    return RandomLabelStream(n=cfg.n_inputs, in_features=cfg.in_features, n_classes=cfg.n_classes,
+                             n_tasks=cfg.n_tasks, steps_per_task=cfg.steps_per_task, batch_size=cfg.batch_size,
+                             generator=torch.Generator().manual_seed(seed))
+
+
+def sp_grid(cfg: Config) -> list[tuple[float, float]]:
+    return [tuple(float(v) for v in item.split(":")) for item in cfg.sp_grid.split(",")]
+
+
+# ---------------------------------------------------------------------------------------------
+# arms
+# ---------------------------------------------------------------------------------------------
+
+def _closure(model, opt, x, y, first: list):
+    def closure():
+        opt.zero_grad()
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        if not first:
+            first.append(logits.detach())
+        return loss
+    return closure
+
+
+def run_baseline(cfg: Config, seed: int, arm: str, shrink: float = 1.0, noise: float = 0.0) -> dict:
+    """Online SGD, hard reset, L2-Init, Shrink & Perturb or compute-matched SGD on one seed's stream."""
+    model = make_model(cfg, seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    l2 = L2Init(model, strength=cfg.l2_init) if arm == "l2_init" else None
+    sp = (ShrinkPerturb(model, shrink=shrink, noise_scale=noise, noise_std="init",
+                        generator=torch.Generator().manual_seed(20_000 + seed)) if arm == "sp" else None)
+    reset = (HardReset(model, mode="fresh", init_fn=he_init_, generator=torch.Generator().manual_seed(30_000 + seed))
+             if arm == "hard" else None)
+    updates = cfg.sgd_updates_matched if arm == "sgd_matched" else 1
+    meter = OnlineAccuracy(cfg.n_tasks)
+    for batch in make_stream(cfg, seed):
+        if reset is not None and batch.is_boundary:
+            reset.reset_(opt)
+        first: list = []
+        closure = _closure(model, opt, batch.x, batch.y, first)
+        for _ in range(updates):
+            closure()
+            if l2 is not None:
+                l2.add_grad_()
+            opt.step()
+            if sp is not None:
+                sp.apply_()
+        meter.update(batch.task, first[0], batch.y)
+    return {"per_task": meter.per_task()}
+
+
+def make_soft_reset(cfg: Config, model: nn.Module, seed: int, **overrides) -> SoftReset:
+    kwargs = dict(lr=cfg.lr, s=cfg.s, gamma_lr=cfg.gamma_lr, gamma_steps=cfg.gamma_steps, rho_max=cfg.rho_max,
+                  prior_mean="init", ou_noise=True, lr_boost=True, sigma0="he_normal",
+                  generator=torch.Generator().manual_seed(40_000 + seed))
+    kwargs.update(overrides)
+    return SoftReset(model.named_parameters(), **kwargs)
+
+
+def run_soft(cfg: Config, seed: int, variant: str = "soft", **overrides) -> dict:
+    """Soft Reset (or the Bayesian variant) on one seed's stream; logs γ per drifting tensor per step."""
+    model = make_model(cfg, seed)
+    if variant == "bayes":
+        opt = BayesianSoftResetProximal(model.named_parameters(), lr=cfg.lr, s=cfg.s, gamma_lr=cfg.gamma_lr,
+                                        gamma_steps=cfg.gamma_steps, theta_samples=cfg.bayes_theta_samples,
+                                        sigma0="he_normal", generator=torch.Generator().manual_seed(50_000 + seed))
+    else:
+        opt = make_soft_reset(cfg, model, seed, **overrides)
+    meter = OnlineAccuracy(cfg.n_tasks)
+    gammas: list[list[float]] = []
+    for batch in make_stream(cfg, seed):
+        first: list = []
+        opt.step(_closure(model, opt, batch.x, batch.y, first))
+        meter.update(batch.task, first[0], batch.y)
+        gammas.append([round(g, 6) for g in opt.last_gammas.values()])
+    return {"per_task": meter.per_task(), "gamma": gammas, "gamma_names": list(opt.last_gammas),
+            "passes_per_step": opt.closure_calls / max(len(gammas), 1), "skipped": opt.skipped_steps}
+
+
+ABLATIONS = {  # spec §5.2 (first seed only)
+    "no_noise": dict(ou_noise=False),
+    "no_boost": dict(lr_boost=False),
+    "mu0_zero_noise": dict(prior_mean="zero"),
+    "mu0_zero_no_noise": dict(prior_mean="zero", ou_noise=False),
+    "persistent_mc": dict(persistent_gamma=True, gamma_estimator="mc", gamma_samples=1),
+}
+
+
+def _timed(fn, *args, **kwargs) -> dict:
+    wall, cpu = time.perf_counter(), time.process_time()
+    record = fn(*args, **kwargs)
+    record["wall_s"], record["cpu_s"] = time.perf_counter() - wall, time.process_time() - cpu
+    return record
+
+
+def run_seed(cfg: Config, ctx: RunContext) -> dict:
+    seed = ctx.seed
+    arms = {"sgd": _timed(run_baseline, cfg, seed, "sgd"),
+            "hard": _timed(run_baseline, cfg, seed, "hard"),
+            "l2_init": _timed(run_baseline, cfg, seed, "l2_init"),
+            "sgd_matched": _timed(run_baseline, cfg, seed, "sgd_matched")}
+    for k, (shrink, noise) in enumerate(sp_grid(cfg)):
+        arms[f"sp{k}"] = _timed(run_baseline, cfg, seed, "sp", shrink, noise)
+    arms["soft"] = _timed(run_soft, cfg, seed)
+    if cfg.bayes:
+        arms["bayes"] = _timed(run_soft, cfg, seed, "bayes")
+    if cfg.ablations and seed == cfg.seeds[0]:
+        for name, overrides in ABLATIONS.items():
+            arms[f"ablation_{name}"] = _timed(run_soft, cfg, seed, **overrides)
+    return arms
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+
+def gamma_diagnostics(cfg: Config, gamma: list[list[float]]) -> dict:
+    """From per-step γ (steps, tensors): mean over boundaries of the minimum γ (over tensors and the
+    first ``boundary_window`` steps of each task after the first); mean γ over mid-task steps (second
+    half of each task); fraction of mid-task steps whose minimum γ is below 0.999."""
+    g = np.asarray(gamma, dtype=float).min(axis=1).reshape(cfg.n_tasks, cfg.steps_per_task)  # (tasks, steps)
+    boundary_min = g[1:, :cfg.boundary_window].min(axis=1)
+    mid = g[:, cfg.steps_per_task // 2:]
+    return {"boundary_min_gamma": float(boundary_min.mean()), "mid_task_mean_gamma": float(mid.mean()),
+            "mid_task_frac_below_0999": float((mid < 0.999).mean())}
+
+
+def _arm_stats(cfg: Config, records: dict[int, dict], arm: str) -> dict:
+    per_task = np.asarray([records[s][arm]["per_task"] for s in sorted(records)])  # (seeds, tasks)
+    k = min(5, cfg.n_tasks)
+    return {"all": seed_stats(per_task.mean(1)), "first5": seed_stats(per_task[:, :k].mean(1)),
+            "last5": seed_stats(per_task[:, -k:].mean(1)),
+            "wall_s": seed_stats(records[s][arm]["wall_s"] for s in sorted(records)),
+            "cpu_s": seed_stats(records[s][arm]["cpu_s"] for s in sorted(records))}
+
+
+def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
+    seeds = sorted(records)
+    arms = [a for a in records[seeds[0]] if not a.startswith("ablation_")]
+    common = [a for a in arms if all(a in records[s] for s in seeds)]
+    metrics: dict = {"online_accuracy": {a: _arm_stats(cfg, records, a) for a in common}}
+    acc = {a: metrics["online_accuracy"][a]["all"] for a in common}
+    sp_arms = [a for a in common if a.startswith("sp")]
+    best_sp = max(sp_arms, key=lambda a: acc[a]["mean"])
+    metrics["shrink_perturb"] = {"grid": cfg.sp_grid, "best": best_sp, "best_setting": sp_grid(cfg)[int(best_sp[2:])]}
+    diag = [gamma_diagnostics(cfg, records[s]["soft"]["gamma"]) for s in seeds]
+    metrics["gamma"] = {key: seed_stats(d[key] for d in diag) for key in diag[0]}
+    metrics["passes_per_step"] = {a: records[seeds[0]][a]["passes_per_step"] for a in common
+                                  if "passes_per_step" in records[seeds[0]][a]}
+    soft, sgd, hard = (np.asarray(acc[a]["per_seed"]) for a in ("soft", "sgd", "hard"))
+    metrics["secondary"] = {
+        "soft_minus_l2_init": float(acc["soft"]["mean"] - acc["l2_init"]["mean"]),
+        "soft_minus_best_sp": float(acc["soft"]["mean"] - acc[best_sp]["mean"]),
+        "soft_minus_sgd_matched": float(acc["soft"]["mean"] - acc["sgd_matched"]["mean"]),
+        "paired_wins_soft_over_sgd": paired_wins(soft, sgd),
+        "paired_wins_soft_over_hard": paired_wins(soft, hard),
+        "cpu_ratio_soft_over_sgd": metrics["online_accuracy"]["soft"]["cpu_s"]["mean"]
+        / metrics["online_accuracy"]["sgd"]["cpu_s"]["mean"],
+    }
+    if cfg.ablations and any(k.startswith("ablation_") for k in records[seeds[0]]):
+        first = records[seeds[0]]
+        metrics["ablations_first_seed"] = {k: float(np.mean(v["per_task"])) for k, v in first.items()
+                                           if k.startswith("ablation_") or k in ("soft", "sgd")}
+    sgd_stats = metrics["online_accuracy"]["sgd"]
+    gam = metrics["gamma"]
+    claims = [
+        check("soft-reset.beats-sgd", "Soft Reset's mean online accuracy exceeds online SGD's by at least 0.05",
+              "Soft Reset beats online SGD on the plasticity benchmarks (Fig. 2); no number quoted",
+              acc["soft"]["mean"] - acc["sgd"]["mean"], f">= {SOFT_MINUS_SGD}"),
+        check("soft-reset.matches-hard", "Soft Reset is at least as good as hard resets at the true boundaries "
+              "(an oracle), within 0.01", "Soft Reset beats Hard Reset on the plasticity benchmarks (Fig. 2)",
+              acc["soft"]["mean"] - acc["hard"]["mean"], f">= {SOFT_MINUS_HARD}"),
+        check("soft-reset.sgd-loses-plasticity", "Online SGD loses plasticity: mean accuracy of its first five "
+              "tasks minus its last five is positive", "loss of plasticity under non-stationarity (Sec. 1)",
+              sgd_stats["first5"]["mean"] - sgd_stats["last5"]["mean"], "> 0"),
+        check("soft-reset.gamma-dips-at-boundaries", "γ dips at task boundaries: the mid-task mean γ minus the mean "
+              f"over boundaries of the minimum γ in a task's first {cfg.boundary_window} steps is at least "
+              f"{GAMMA_DIP_MARGIN}", "γt dips at task switches (Fig. 4)",
+              gam["mid_task_mean_gamma"]["mean"] - gam["boundary_min_gamma"]["mean"], f">= {GAMMA_DIP_MARGIN}"),
+        check("soft-reset.gamma-quiet-mid-task", "γ stays near 1 inside a task: fraction of mid-task steps "
+              f"with min γ < 0.999 is at most {MID_TASK_FRACTION}", "γt stays close to 1 between switches (Fig. 4)",
+              gam["mid_task_frac_below_0999"]["mean"], f"<= {MID_TASK_FRACTION}"),
+    ]
+    figures = [_plot_accuracy(cfg, records, common, best_sp, out_dir), _plot_gamma(cfg, records, out_dir)]
+    return Evaluation(claims, metrics, figures)
+
+
+def _plot_accuracy(cfg, records, arms, best_sp, out_dir) -> str:
+    fig, ax = plotting.figure(width=7.0, height=4.2)
+    tasks = list(range(cfg.n_tasks))
+    labels = {"sgd": "online SGD", "hard": "hard reset (oracle)", "l2_init": f"L2-Init λ={cfg.l2_init}",
+              "sgd_matched": f"SGD ×{cfg.sgd_updates_matched} updates (compute-matched)",
+              best_sp: f"Shrink & Perturb {sp_grid(cfg)[int(best_sp[2:])]}", "soft": "Soft Reset",
+              "bayes": "Bayesian Soft Reset"}
+    for arm in [a for a in labels if a in arms]:
+        plotting.band(ax, tasks, stack_seeds({s: records[s][arm] for s in records}, "per_task"), label=labels[arm])
+    ax.set(xlabel="task", ylabel="online accuracy (per task)", title="random-label memorisation stream")
+    ax.legend(fontsize=7)
+    return plotting.save(fig, out_dir, "accuracy_per_task.png")
+
+
+def _plot_gamma(cfg, records, out_dir) -> str:
+    seed = sorted(records)[0]
+    rec = records[seed]["soft"]
+    gamma = np.asarray(rec["gamma"], dtype=float)  # (steps, tensors)
+    fig, ax = plotting.figure(width=8.0, height=3.6)
+    for k, name in enumerate(rec["gamma_names"]):
+        ax.plot(np.arange(len(gamma)), gamma[:, k], lw=0.7, label=name)
+    for t in range(1, cfg.n_tasks):
+        ax.axvline(t * cfg.steps_per_task, color="grey", lw=0.5, ls=":")
+    ax.set(xlabel="step (dotted: task boundaries)", ylabel="γ", title=f"Soft Reset γ per layer (seed {seed})")
+    ax.legend(fontsize=7)
+    return plotting.save(fig, out_dir, "gamma.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+# ---------------------------------------------------------------------------------------------
+
+def bench(quick: bool = True) -> list:
+    """Cost of one Soft Reset step against one plain SGD step (same MLP, same batch, one thread)."""
+    from tenfold.utils.bench import compare
+
+    cfg = Config()
+    x = torch.randn(cfg.batch_size, cfg.in_features, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, cfg.n_classes, (cfg.batch_size,), generator=torch.Generator().manual_seed(1))
+    rows = []
+    for name, factory in (("soft-reset", lambda m: make_soft_reset(cfg, m, 0)),
+                          ("bayesian-soft-reset", lambda m: BayesianSoftResetProximal(
+                              m.named_parameters(), lr=cfg.lr, s=cfg.s, sigma0="he_normal"))):
+        base_model, soft_model = make_model(cfg, 0), make_model(cfg, 0)
+        sgd, soft = torch.optim.SGD(base_model.parameters(), lr=cfg.lr), factory(soft_model)
+
+        def sgd_step():
+            _closure(base_model, sgd, x, y, [1])()
+            sgd.step()
+
+        def soft_step():
+            soft.step(_closure(soft_model, soft, x, y, [1]))
+
+        soft_step()
+        rows.append(compare(f"{name}.step", ("torch.optim.SGD", sgd_step), (name, soft_step),
+                            repeats=10 if quick else 50, inner=5 if quick else 20,
+                            mlp=f"{cfg.in_features}-{cfg.hidden}-{cfg.hidden}-{cfg.n_classes}",
+                            batch=cfg.batch_size, passes_per_step=soft.last_passes,
+                            threads=torch.get_num_threads()))
+    return rows
+
+
+EXPERIMENT = Experiment(
+    name="soft-reset",
+    paper="Galashov et al., Non-Stationary Learning of Neural Networks with Automatic Soft Parameter Reset "
+          "(NeurIPS 2024, arXiv 2411.04034)",
+    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claim_ids=CLAIM_IDS, bench=bench,
+)
