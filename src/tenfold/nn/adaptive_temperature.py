@@ -299,6 +299,8 @@ def two_pass_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kin
     else:
         beta = stats.count.clamp_min(1).log() / math.log(n_ref)
     beta = beta.unsqueeze(-1)  # (..., L_q, 1)
+    while attn_mask is not None and attn_mask.dim() < 2:  # (L_k,) -> (1, L_k), as SDPA needs
+        attn_mask = attn_mask.unsqueeze(0)
     if attn_mask is not None and attn_mask.dtype != torch.bool:
         attn_mask = attn_mask * beta.to(attn_mask.dtype)
     out = F.scaled_dot_product_attention(q * beta.to(q.dtype), k, v, attn_mask=attn_mask, is_causal=is_causal,
