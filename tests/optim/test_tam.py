@@ -43,41 +43,43 @@ def _run(optimizers_and_params, steps, seed=1, scale=1.0):
 
 def test_cosine_is_zero_for_zero_or_nonfinite_and_clamped():
     g = torch.randn(10)
-    assert torque_cosine(torch.zeros(10), g).item() == 0.0
-    assert torque_cosine(g, torch.zeros(10)).item() == 0.0
-    assert torque_cosine(g, torch.full((10,), float("nan"))).item() == 0.0
-    assert torque_cosine(g, 3 * g).item() == pytest.approx(1.0, abs=1e-6)
-    assert torque_cosine(g, -g).item() == pytest.approx(-1.0, abs=1e-6)
+    assert torque_cosine(torch.zeros(10), g) == 0.0
+    assert torque_cosine(g, torch.zeros(10)) == 0.0
+    assert torque_cosine(g, torch.full((10,), float("nan"))) == 0.0
+    assert torque_cosine(g, 3 * g) == pytest.approx(1.0, abs=1e-6)
+    assert torque_cosine(g, -g) == pytest.approx(-1.0, abs=1e-6)
     assert cosine_from_norms(torch.tensor(2.0), torch.tensor(1.0), torch.tensor(1.0)).item() == 1.0
-    assert torque_cosine(g.bfloat16(), g.bfloat16()).dtype == torch.float32
+    assert cosine_from_norms(torch.tensor(2.0, dtype=torch.bfloat16), torch.tensor(1.0), torch.tensor(1.0)).dtype == torch.float32
+    huge = torch.full((4,), 1e30)  # <m, g> overflows float32: treated as "no information", s = 0
+    assert torque_cosine(huge, huge) == 0.0
 
 
 def test_smoothed_damping_equation():
-    s_hat, d = smoothed_damping(torch.tensor(0.2), torch.tensor(-0.5), 0.9)
-    assert s_hat.item() == pytest.approx(0.9 * 0.2 - 0.1 * 0.5)
-    assert d.item() == pytest.approx((1 + s_hat.item()) / 2)
+    s_hat, d = smoothed_damping(0.2, -0.5, 0.9)
+    assert s_hat == pytest.approx(0.9 * 0.2 - 0.1 * 0.5, abs=1e-15)
+    assert d == pytest.approx((1 + s_hat) / 2, abs=1e-15)
 
 
 def test_pure_tam_update_matches_hand_computation():
     p, g, m = torch.tensor([1.0, 2.0], dtype=F64), torch.tensor([0.5, -1.0], dtype=F64), torch.tensor([1.0, 1.0], dtype=F64)
-    out = tam_update(p, g, m, torch.tensor(0.4), lr=0.1, momentum=0.9, decay=0.9, eps=0.0)
+    out = tam_update(p, g, m, 0.4, lr=0.1, momentum=0.9, decay=0.9, eps=0.0)
     cos = (0.5 - 1.0) / (math.sqrt(2) * math.sqrt(1.25))
     s_hat = 0.9 * 0.4 + 0.1 * cos
     d = (1 + s_hat) / 2
     expected_m = 0.9 * m + d * g
-    assert out.s_hat.item() == pytest.approx(s_hat, rel=1e-6)
-    assert out.damping == pytest.approx(d, rel=1e-6)
-    torch.testing.assert_close(out.momentum_buffer, expected_m, rtol=1e-6, atol=0)
-    torch.testing.assert_close(out.param, p - 0.1 * expected_m, rtol=1e-6, atol=0)
+    assert out.s_hat == pytest.approx(s_hat, rel=1e-14)
+    assert out.damping == pytest.approx(d, rel=1e-14)
+    torch.testing.assert_close(out.momentum_buffer, expected_m, rtol=1e-14, atol=0)
+    torch.testing.assert_close(out.param, p - 0.1 * expected_m, rtol=1e-14, atol=0)
 
 
 def test_first_step_is_half_gradient():
     g = torch.randn(7, dtype=F64)
-    out = tam_update(torch.zeros(7, dtype=F64), g, torch.zeros(7, dtype=F64), torch.zeros(()), lr=1.0, eps=1e-8)
+    out = tam_update(torch.zeros(7, dtype=F64), g, torch.zeros(7, dtype=F64), 0.0, lr=1.0, eps=1e-8)
     assert out.damping == 0.5
     torch.testing.assert_close(out.momentum_buffer, (0.5 + 1e-8) * g, rtol=1e-15, atol=0)
     ada = adatam_update(torch.zeros(7, dtype=F64), g, torch.zeros(7, dtype=F64), torch.zeros(7, dtype=F64),
-                        torch.zeros(()), 0, lr=1.0, damping_eps=1e-8)
+                        0.0, 0, lr=1.0, damping_eps=1e-8)
     torch.testing.assert_close(ada.exp_avg / (1 - 0.9), (0.5 + 1e-8) * g, rtol=1e-12, atol=0)
 
 
@@ -85,7 +87,7 @@ def test_first_step_is_half_gradient():
 def test_tam_optimizer_matches_pure_function(wd, decoupled):
     params = _params()
     opt = TAM(params, lr=0.05, weight_decay=wd, decoupled_weight_decay=decoupled)
-    ref = [(p.detach().clone(), torch.zeros_like(p), torch.zeros(())) for p in params]
+    ref = [(p.detach().clone(), torch.zeros_like(p), 0.0) for p in params]
     gen = torch.Generator().manual_seed(3)
     for _ in range(10):
         for i, p in enumerate(params):
@@ -97,14 +99,14 @@ def test_tam_optimizer_matches_pure_function(wd, decoupled):
         for p, (rp, rm, rs) in zip(params, ref):
             torch.testing.assert_close(p.detach(), rp, rtol=1e-12, atol=1e-14)
             torch.testing.assert_close(opt.state[p]["momentum_buffer"], rm, rtol=1e-12, atol=1e-14)
-            assert opt.state[p]["s_hat"].item() == pytest.approx(rs.item(), rel=1e-12, abs=1e-15)
+            assert opt.state[p]["s_hat"] == pytest.approx(rs, rel=1e-12, abs=1e-15)
 
 
 @pytest.mark.parametrize("wd,decoupled", [(0.0, True), (0.05, False), (0.05, True)])
 def test_adatam_optimizer_matches_pure_function(wd, decoupled):
     params = _params()
     opt = AdaTAM(params, lr=0.01, weight_decay=wd, decoupled_weight_decay=decoupled)
-    ref = [(p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p), torch.zeros(()), 0) for p in params]
+    ref = [(p.detach().clone(), torch.zeros_like(p), torch.zeros_like(p), 0.0, 0) for p in params]
     gen = torch.Generator().manual_seed(4)
     for _ in range(10):
         for i, p in enumerate(params):
@@ -115,7 +117,7 @@ def test_adatam_optimizer_matches_pure_function(wd, decoupled):
         opt.step()
         for p, r in zip(params, ref):
             torch.testing.assert_close(p.detach(), r[0], rtol=1e-12, atol=1e-14)
-            assert opt.state[p]["s_hat"].item() == pytest.approx(r[3].item(), rel=1e-12, abs=1e-15)
+            assert opt.state[p]["s_hat"] == pytest.approx(r[3], rel=1e-12, abs=1e-15)
 
 
 def test_lr_mapping():
@@ -158,7 +160,7 @@ def test_switching_damping_off_continues_like_sgd():
     _run([(opt, a), (sgd, b)], 10, seed=9)
     for p, q in zip(a, b):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
-    assert all(opt.state[p]["s_hat"].item() == 0.0 for p in a)
+    assert all(opt.state[p]["s_hat"] == 0.0 for p in a)
     assert opt.last_damping is None
 
 
@@ -176,8 +178,7 @@ def test_constant_gradient_drives_damping_to_one():
         opt.step()
         sgd.step()
         dampings.append(opt.last_damping)
-        s_hat = opt.state[w]["s_hat"].item()
-        assert s_hat == pytest.approx(1 - 0.9 ** (t - 1), abs=2e-6)
+        assert opt.state[w]["s_hat"] == pytest.approx(1 - 0.9 ** (t - 1), abs=1e-12)
     assert dampings[0] == 0.5 and dampings[-1] > 0.999999
     ratio = opt.state[w]["momentum_buffer"] / sgd.state[v]["momentum_buffer"]
     assert (ratio - 1).abs().max().item() < 1e-6
@@ -231,9 +232,9 @@ def test_granularity_global_equals_tensor_for_one_tensor_and_differs_otherwise()
     c, d = _params(), _params()
     oc, od = TAM(c, lr=0.05), TAM(d, lr=0.05, granularity="global")
     _run([(oc, c), (od, d)], 5)
-    shared = {od.state[p]["s_hat"].item() for p in d}
+    shared = {od.state[p]["s_hat"] for p in d}
     assert len(shared) == 1  # one ŝ for the group
-    assert len({oc.state[p]["s_hat"].item() for p in c}) == 2
+    assert len({oc.state[p]["s_hat"] for p in c}) == 2
 
 
 @pytest.mark.parametrize("cls", [TAM, AdaTAM])
@@ -255,10 +256,10 @@ def test_zero_and_nonfinite_gradients_never_poison_state(cls):
         assert torch.equal(p.detach(), q)
     for key, value in opt.state_dict()["state"].items():
         for name, tensor in value.items():
-            assert torch.equal(tensor, state_before["state"][key][name])
+            assert torch.equal(torch.as_tensor(tensor), torch.as_tensor(state_before["state"][key][name]))
     _run([(opt, params)], 3)
     assert all(torch.isfinite(p).all() for p in params)
-    assert all(torch.isfinite(opt.state[p]["s_hat"]) for p in params)
+    assert all(math.isfinite(opt.state[p]["s_hat"]) for p in params)
 
 
 @pytest.mark.parametrize("cls", [TAM, AdaTAM])
@@ -302,7 +303,7 @@ def test_state_dict_round_trip_resumes_identically(cls):
 
 
 @pytest.mark.parametrize("cls", [TAM, AdaTAM])
-def test_bf16_state_dict_keeps_fp32_s_hat(cls):
+def test_bf16_state_dict_keeps_s_hat_exact(cls):
     a = _params(dtype=torch.bfloat16)
     oa = cls(a, lr=0.01)
     _run([(oa, a)], 20, seed=1)
@@ -312,8 +313,7 @@ def test_bf16_state_dict_keeps_fp32_s_hat(cls):
     b = [nn.Parameter(p) for p in saved_params]
     ob = cls(b, lr=0.01)
     ob.load_state_dict(saved_state)
-    assert all(ob.state[p]["s_hat"].dtype == torch.float32 for p in b)
-    assert all(ob.state[p]["s_hat"].item() == saved_state["state"][i]["s_hat"].item() for i, p in enumerate(b))
+    assert all(ob.state[p]["s_hat"] == saved_state["state"][i]["s_hat"] != 0.0 for i, p in enumerate(b))
     _run([(ob, b)], 20, seed=2)
     for p, q in zip(a, b):
         assert p.dtype == torch.bfloat16 and torch.equal(p, q)

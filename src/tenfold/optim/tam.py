@@ -16,8 +16,9 @@ Per parameter tensor (or per parameter group with ``granularity="global"``), ste
 
 ``damping=False`` replaces the coefficient (ε + d_t) by exactly 1: TAM is then
 ``torch.optim.SGD(momentum=β, dampening=0)``, AdaTAM is ``torch.optim.Adam`` (coupled weight decay)
-or ``torch.optim.AdamW`` (decoupled). Cosines, ŝ and d are computed and stored in float32 whatever the
-parameter dtype (bf16, fp16, fp32), and in float64 for float64 parameters. The pure functions :func:`tam_update` and :func:`adatam_update` state the rule on
+or ``torch.optim.AdamW`` (decoupled). Cosines are computed in float32 whatever the parameter dtype
+(bf16, fp16, fp32; float64 for float64 parameters); ŝ and d are Python floats (double), so loading a
+state_dict under bf16 parameters never rounds them. The pure functions :func:`tam_update` and :func:`adatam_update` state the rule on
 one tensor; the optimizers apply the same rule in place (and are tested against them).
 """
 
@@ -45,7 +46,8 @@ def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def cosine_from_norms(dot: Tensor, m_norm: Tensor, g_norm: Tensor) -> Tensor:
     """``dot / (m_norm * g_norm)`` clamped to [-1, 1], and 0 where a norm is 0 or a value is not
-    finite (so a zero momentum, a zero gradient or an overflow never poisons ŝ). At least float32."""
+    finite (so a zero momentum, a zero gradient or an overflow never poisons ŝ). Works elementwise
+    on stacked sums; computed in at least float32."""
     acc = _accumulate_dtype(torch.promote_types(dot.dtype, g_norm.dtype))
     dot, m_norm, g_norm = dot.to(acc), m_norm.to(acc), g_norm.to(acc)
     den = m_norm * g_norm
@@ -54,31 +56,36 @@ def cosine_from_norms(dot: Tensor, m_norm: Tensor, g_norm: Tensor) -> Tensor:
     return torch.where(valid, cosine, torch.zeros_like(cosine)).clamp(-1.0, 1.0)
 
 
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    acc = _accumulate_dtype(a.dtype)
+    if a.dtype != acc:
+        a, b = a.to(acc), b.to(acc)
+    return torch.dot(a.reshape(-1), b.reshape(-1))  # (numel,) . (numel,)
+
+
 def tensor_sums(momentum_buffer: Tensor, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(<m, g>, ||m||, ||g||)`` of two same-shaped tensors, accumulated in at least float32."""
     acc = _accumulate_dtype(grad.dtype)
-    m = momentum_buffer.reshape(-1).to(acc)  # (numel,)
-    g = grad.reshape(-1).to(acc)  # (numel,)
-    return torch.dot(m, g), torch.linalg.vector_norm(m), torch.linalg.vector_norm(g)
+    norm = torch.linalg.vector_norm
+    return _dot(momentum_buffer, grad), norm(momentum_buffer, dtype=acc), norm(grad, dtype=acc)
 
 
-def torque_cosine(momentum_buffer: Tensor, grad: Tensor) -> Tensor:
-    """s = cos(m_{t-1}, g_t) over the whole tensor (0-dim, float32 or float64 for float64 input;
-    0 when either norm is 0)."""
-    return cosine_from_norms(*tensor_sums(momentum_buffer, grad))
+def torque_cosine(momentum_buffer: Tensor, grad: Tensor) -> float:
+    """s = cos(m_{t-1}, g_t) over the whole tensor, computed in float32 (float64 for float64
+    input); 0 when either norm is 0 or a value is not finite."""
+    return float(cosine_from_norms(*tensor_sums(momentum_buffer, grad)))
 
 
-def smoothed_damping(s_hat: Tensor, cosine: Tensor, decay: float) -> tuple[Tensor, Tensor]:
-    """ŝ_t = decay·ŝ_{t-1} + (1 - decay)·s_t and d_t = (1 + ŝ_t)/2, in at least float32."""
-    acc = _accumulate_dtype(torch.promote_types(s_hat.dtype, cosine.dtype))
-    s_hat = decay * s_hat.to(acc) + (1.0 - decay) * cosine.to(acc)
+def smoothed_damping(s_hat: float, cosine: float, decay: float) -> tuple[float, float]:
+    """ŝ_t = decay·ŝ_{t-1} + (1 - decay)·s_t and d_t = (1 + ŝ_t)/2 (Python floats: double)."""
+    s_hat = decay * s_hat + (1.0 - decay) * cosine
     return s_hat, (1.0 + s_hat) / 2.0
 
 
 class TAMStep(NamedTuple):
     param: Tensor
     momentum_buffer: Tensor
-    s_hat: Tensor
+    s_hat: float
     damping: float  # d_t, or 1.0 (the coefficient used) when damping is off
 
 
@@ -90,22 +97,22 @@ def _effective_grad(param: Tensor, grad: Tensor, weight_decay: float, decoupled:
     return grad
 
 
-def _damped_coefficient(momentum_buffer: Tensor, grad: Tensor, s_hat: Tensor, decay: float,
-                        floor: float, damping: bool) -> tuple[Tensor, float, float]:
+def _damped_coefficient(momentum_buffer: Tensor, grad: Tensor, s_hat: float, decay: float,
+                        floor: float, damping: bool) -> tuple[float, float, float]:
     """(new ŝ, d, coefficient of g). With damping off ŝ is reset to 0 and the coefficient is 1."""
     if not damping:
-        return torch.zeros((), dtype=_accumulate_dtype(grad.dtype), device=grad.device), 1.0, 1.0
+        return 0.0, 1.0, 1.0
     s_hat, d = smoothed_damping(s_hat, torque_cosine(momentum_buffer, grad), decay)
-    return s_hat, float(d), floor + float(d)
+    return s_hat, d, floor + d
 
 
-def tam_update(param: Tensor, grad: Tensor, momentum_buffer: Tensor, s_hat: Tensor, *, lr: float,
+def tam_update(param: Tensor, grad: Tensor, momentum_buffer: Tensor, s_hat: float, *, lr: float,
                momentum: float = 0.9, decay: float = 0.9, eps: float = 1e-8, weight_decay: float = 0.0,
                decoupled_weight_decay: bool = False, damping: bool = True,
                maximize: bool = False) -> TAMStep:
     """One TAM step on one tensor, out of place (inputs are not modified).
 
-    ``momentum_buffer`` is m_{t-1} (zeros before the first step), ``s_hat`` is ŝ_{t-1} (0-dim).
+    ``momentum_buffer`` is m_{t-1} (zeros before the first step), ``s_hat`` is ŝ_{t-1} (0 at first).
     Returns the new parameter, m_t, ŝ_t and d_t. Equation: m_t = β m_{t-1} + (ε + d_t) g_t,
     θ ← θ - η m_t, with g_t the gradient after maximize and coupled L2.
     """
@@ -121,12 +128,12 @@ class AdaTAMStep(NamedTuple):
     param: Tensor
     exp_avg: Tensor
     exp_avg_sq: Tensor
-    s_hat: Tensor
+    s_hat: float
     step: int
     damping: float
 
 
-def adatam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, s_hat: Tensor,
+def adatam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, s_hat: float,
                   step: int, *, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                   decay: float = 0.9, eps: float = 1e-8, damping_eps: float = 1e-8,
                   weight_decay: float = 0.0, decoupled_weight_decay: bool = True, damping: bool = True,
@@ -183,8 +190,9 @@ def _check_common(group: dict) -> None:
 
 
 class _TorqueOptimizer(Optimizer):
-    """Common step structure: gather effective gradients, compute every cosine and d_t at once
-    (one host synchronisation per step), skip the step if any gradient is non-finite, then apply
+    """Common step structure: gather the effective gradients, compute every cosine on the device
+    and bring them to the host together with an all-gradients-finite flag (one synchronisation per
+    step), skip the step if a gradient is non-finite, update ŝ and d as Python floats, then apply
     the per-tensor update in place."""
 
     _momentum_key = "momentum_buffer"
@@ -219,39 +227,31 @@ class _TorqueOptimizer(Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             state = self.state[p]
-            if self._momentum_key not in state or state[self._momentum_key] is None:
+            if state.get(self._momentum_key) is None:
                 self._init_state(p, state)
-            if "s_hat" not in state:
-                state["s_hat"] = torch.zeros((), dtype=_accumulate_dtype(p.dtype), device=p.device)
+            state.setdefault("s_hat", 0.0)
             params.append(p)
             grads.append(_effective_grad(p, p.grad, group["weight_decay"],
                                          group["decoupled_weight_decay"], group["maximize"]))
         return params, grads
 
-    def _group_damping(self, group: dict, params: list[Tensor], grads: list[Tensor]):
-        """(new ŝ per tensor, d per tensor, all-gradients-finite flag), in float32 (float64 if the
-        group holds float64 parameters)."""
+    def _group_cosines(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> Tensor:
+        """[finite flag, cosine per tensor (or one per group for "global")] as a float64 vector;
+        only the flag when damping is off."""
         acc = _accumulate_dtype(params[0].dtype)
         for p in params[1:]:
             acc = torch.promote_types(acc, p.dtype)
-        g_norms = torch.stack([torch.linalg.vector_norm(g, dtype=_accumulate_dtype(g.dtype)).to(acc)
-                               for g in grads])  # (n,)
+        g_norms = _norms(grads, acc)  # (n,)
         finite = torch.isfinite(g_norms).all().reshape(1).double()  # (1,)
         if not group["damping"]:
-            return None, None, finite
+            return finite
         bufs = [self.state[p][self._momentum_key] for p in params]
-        sums = [tensor_sums(m, g) for m, g in zip(bufs, grads)]
-        dots = torch.stack([s[0].to(acc) for s in sums])  # (n,)
-        m_norms = torch.stack([s[1].to(acc) for s in sums])  # (n,)
+        dots = torch.stack([_dot(m, g).to(acc) for m, g in zip(bufs, grads)])  # (n,)
+        m_norms = _norms(bufs, acc)  # (n,)
         if group["granularity"] == "global":
-            cosine = cosine_from_norms(dots.sum(), m_norms.square().sum().sqrt(),
-                                       g_norms.square().sum().sqrt()).expand(len(params))  # (n,)
-            s_hat_prev = self.state[params[0]]["s_hat"].to(acc).expand(len(params))  # (n,)
-        else:
-            cosine = cosine_from_norms(dots, m_norms, g_norms)  # (n,)
-            s_hat_prev = torch.stack([self.state[p]["s_hat"].to(acc) for p in params])  # (n,)
-        s_hat, d = smoothed_damping(s_hat_prev, cosine, group["decay"])
-        return s_hat, d, finite
+            dots, m_norms, g_norms = dots.sum(), m_norms.square().sum().sqrt(), g_norms.square().sum().sqrt()
+        cosines = cosine_from_norms(dots, m_norms, g_norms).reshape(-1).double()  # (n,) or (1,)
+        return torch.cat([finite, cosines])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
@@ -261,51 +261,56 @@ class _TorqueOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = []
-        for group in self.param_groups:
-            params, grads = self._gather(group)
-            if params:
-                work.append((group, params, grads, *self._group_damping(group, params, grads)))
+        work = [(group, *self._gather(group)) for group in self.param_groups]
+        work = [w for w in work if w[1]]
         if not work:
             return loss
-        flat = torch.cat([w[5] for w in work] + [w[4].double() for w in work if w[4] is not None]).tolist()
-        if min(flat[:len(work)]) < 1:
+        sizes = [1 + (0 if not g["damping"] else 1 if g["granularity"] == "global" else len(ps))
+                 for g, ps, _ in work]
+        host = torch.cat([self._group_cosines(*w) for w in work]).tolist()  # the one sync
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        if any(host[o] < 1 for o in offsets):
             self.skipped_steps += 1
             warnings.warn(f"{type(self).__name__}: non-finite gradient, step skipped", RuntimeWarning,
                           stacklevel=2)
             return loss
-        self._apply_all(work, flat[len(work):])
-        return loss
-
-    def _apply_all(self, work: list, damping_values: list[float]) -> None:
-        means, offset = [], 0
-        for group, params, grads, s_hat, _, _ in work:
-            if s_hat is None:
-                coeffs, means_d = [1.0] * len(params), None
-                for p in params:
-                    self.state[p]["s_hat"].zero_()  # damping off: ŝ restarts from 0 when re-enabled
-            else:
-                ds = damping_values[offset:offset + len(params)]
-                offset += len(params)
-                coeffs, means_d = [self._floor(group) + d for d in ds], sum(ds) / len(ds)
-                for i, p in enumerate(params):
-                    self.state[p]["s_hat"].copy_(s_hat[i])
-            for p, g, c in zip(params, grads, coeffs):
-                self._apply(group, p, g, self.state[p], c)
-            means.append(means_d)
+        means = [self._apply_group(group, params, grads, host[o + 1:o + size])
+                 for (group, params, grads), o, size in zip(work, offsets, sizes)]
         self.last_group_damping = means
         logged = [m for m in means if m is not None]
         self.last_damping = sum(logged) / len(logged) if logged else None
+        return loss
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Load like :class:`torch.optim.Optimizer`, but keep ŝ in at least float32 (the base class
-        casts floating state to the parameter dtype, which would round ŝ to bf16 under bf16 params)."""
-        s_hats = {k: v["s_hat"].detach().clone() for k, v in state_dict["state"].items() if "s_hat" in v}
-        super().load_state_dict(state_dict)
-        for saved, group in zip(state_dict["param_groups"], self.param_groups):
-            for pid, p in zip(saved["params"], group["params"]):
-                if pid in s_hats:
-                    self.state[p]["s_hat"] = s_hats[pid].to(device=p.device, dtype=_accumulate_dtype(p.dtype))
+    def _apply_group(self, group: dict, params: list[Tensor], grads: list[Tensor],
+                     cosines: list[float]) -> float | None:
+        """Update ŝ, d and the parameters of one group; return the mean d (None if damping is off)."""
+        if not group["damping"]:
+            for p, g in zip(params, grads):
+                self.state[p]["s_hat"] = 0.0  # damping off: ŝ restarts from 0 when re-enabled
+                self._apply(group, p, g, self.state[p], 1.0)
+            return None
+        if group["granularity"] == "global":
+            cosines = cosines * len(params)
+            shared, _ = smoothed_damping(self.state[params[0]]["s_hat"], cosines[0], group["decay"])
+        dampings = []
+        for p, g, cosine in zip(params, grads, cosines):
+            state = self.state[p]
+            if group["granularity"] == "global":
+                state["s_hat"] = shared
+            else:
+                state["s_hat"], _ = smoothed_damping(state["s_hat"], cosine, group["decay"])
+            d = (1.0 + state["s_hat"]) / 2.0
+            dampings.append(d)
+            self._apply(group, p, g, state, self._floor(group) + d)
+        return sum(dampings) / len(dampings)
+
+
+def _norms(tensors: list[Tensor], acc: torch.dtype) -> Tensor:
+    """Euclidean norm of each tensor, stacked, in ``acc`` (one foreach call when dtypes allow)."""
+    if all(t.dtype == acc for t in tensors):
+        return torch.stack(torch._foreach_norm(tensors))  # (n,)
+    return torch.stack([torch.linalg.vector_norm(t, dtype=_accumulate_dtype(t.dtype)).to(acc)
+                        for t in tensors])  # (n,)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,7 +330,7 @@ class TAM(_TorqueOptimizer):
     (θ ← θ(1-ηλ), not seen by the cosine). ``damping=False`` gives exactly
     ``torch.optim.SGD(momentum=β, dampening=0)``. With noisy gradients E[d] ≈ ½, so start from
     twice a tuned SGDM learning rate (:func:`tam_lr_from_sgdm`). State: ``momentum_buffer`` (the
-    key ``torch.optim.SGD`` uses) and ``s_hat`` (0-dim, float32; float64 for float64 params). ``last_damping`` is the mean d_t
+    key ``torch.optim.SGD`` uses) and ``s_hat`` (a Python float). ``last_damping`` is the mean d_t
     over tensors at the last step (``last_group_damping`` per group; None where damping is off).
     A non-finite gradient skips the whole step with a ``RuntimeWarning``.
     """
@@ -368,7 +373,7 @@ class AdaTAM(_TorqueOptimizer):
     Weight decay is decoupled by default (AdamW, θ ← θ(1-ηλ)); ``decoupled_weight_decay=False``
     adds λθ to g before the cosine (Adam's L2). ``damping=False`` is exactly ``torch.optim.AdamW``
     (or ``torch.optim.Adam`` when coupled). Start from twice a tuned Adam learning rate. State keys
-    ``step``, ``exp_avg``, ``exp_avg_sq`` are ``torch.optim.Adam``'s, plus ``s_hat``.
+    ``step``, ``exp_avg``, ``exp_avg_sq`` are ``torch.optim.Adam``'s, plus ``s_hat`` (a Python float).
     """
 
     _momentum_key = "exp_avg"
