@@ -1,0 +1,405 @@
+"""p-rope: the dual positional / semantic task of Barbero et al. (2025), "Round and Round We Go! What
+makes Rotary Positional Encodings useful?" (arXiv 2410.06205), at CPU scale.
+
+One-layer GPTs (d_model 64, 4 heads of head_dim 16, rotary base 100 so that the 512-token test
+context exceeds the slowest wavelength, 353 tokens) with six positional encodings:
+NoPE, RoPE, 0.75-RoPE, 0.25-RoPE, 0.75-reversed (the slowest frequencies rotate), 0.75-partial (NeoX).
+
+Task P (positional): copy the previous token. Paper: a single NoPE head cannot build a
+previous-token head (Prop. 5.2), RoPE can with its high frequencies (Thm. 5.3).
+Task S (semantic): retrieve the one earlier token whose key matches the final query; trained at
+length 32, tested at length 512 with the needle at a chosen distance. Paper (Sec. 5.2-6): low
+frequencies are imperfect semantic channels that rotate away over long contexts; p-RoPE keeps
+zero-frequency channels that do not.
+
+Then the frequency-usage analysis of the trained models (Sec. 4): the previous-token head of the RoPE
+model should put its query/key norm on the fastest frequencies, and the retrieval head of the
+0.75-RoPE model on its zero-frequency (NoPE) pairs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tenfold import plotting
+from tenfold.analysis.frequency import band_share, collect_qkv, frequency_usage, positional_head_scores
+from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats, stack_seeds
+from tenfold.models.gpt import GPT, GPTConfig
+from tenfold.nn.rope import RotaryEmbedding
+from tenfold.tasks.positional import IGNORE_INDEX, PositionalTask, SemanticTask
+
+# arm name -> RotaryEmbedding keyword arguments (p and truncate; base and head_dim come from the config)
+ARMS = {
+    "NoPE": {"p": 0.0},
+    "RoPE": {"p": 1.0},
+    "0.75-RoPE": {"p": 0.75},
+    "0.25-RoPE": {"p": 0.25},
+    "0.75-reversed": {"p": 0.75, "truncate": "high"},
+    "0.75-partial": {"p": 0.75, "truncate": "prefix"},
+}
+
+
+@dataclass
+class Config:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    arms: tuple[str, ...] = tuple(ARMS)
+    base: float = 100.0
+    dim: int = 64
+    num_heads: int = 4
+    num_layers: int = 1
+    ffn_mult: float = 2.0
+    batch: int = 32
+    lr: float = 3e-3
+    warmup: int = 50
+    # task P
+    p_steps: int = 400
+    p_len: int = 32
+    p_vocab: int = 32
+    p_offset: int = 1
+    # task S
+    s_steps: int = 700
+    s_len: int = 32
+    s_keys: int = 16
+    s_values: int = 8
+    test_len: int = 512
+    test_distances: tuple[int, ...] = (4, 16, 31, 64, 128, 256, 511)
+    eval_batch: int = 128
+    test_batch: int = 64  # sequences per test distance
+    curve_every: int = 25
+
+
+PRESETS = {
+    "smoke": Config(seeds=(0,), arms=("NoPE", "RoPE", "0.75-RoPE"), p_steps=20, s_steps=20, test_len=96,
+                    test_distances=(4, 95), eval_batch=16, test_batch=8, curve_every=10),
+    "quick": Config(),
+    "full": Config(seeds=tuple(range(10)), p_steps=1500, s_steps=2000, eval_batch=512, test_batch=256),
+}
+
+CLAIM_IDS = ("p-rope.nope-positional", "p-rope.rope-positional", "p-rope.prope-positional",
+             "p-rope.prope-semantic-long-range", "p-rope.prope-semantic-in-distribution",
+             "p-rope.positional-head-high-frequencies", "p-rope.semantic-head-nope-pairs")
+
+
+# -- model and training ---------------------------------------------------------------------------------
+
+def build_model(cfg: Config, arm: str, vocab_size: int) -> GPT:
+    head_dim = cfg.dim // cfg.num_heads
+    rope = RotaryEmbedding(head_dim, base=cfg.base, max_len=max(cfg.test_len, cfg.p_len, cfg.s_len), **ARMS[arm])
+    gpt_cfg = GPTConfig(vocab_size=vocab_size, dim=cfg.dim, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+                        ffn_mult=cfg.ffn_mult, pos_embedding="none", max_seq_len=cfg.test_len)
+    return GPT(gpt_cfg, rope=rope)
+
+
+def _optimizer(cfg: Config, model: GPT, steps: int):
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    warm = max(1, cfg.warmup)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps)))))
+    return opt, sched
+
+
+def train_positional(cfg: Config, arm: str, gen: torch.Generator, ctx: RunContext) -> tuple[GPT, list[float]]:
+    task = PositionalTask(vocab_size=cfg.p_vocab, offset=cfg.p_offset)
+    model = build_model(cfg, arm, task.vocab_size).to(ctx.device)
+    opt, sched = _optimizer(cfg, model, cfg.p_steps)
+    curve = []
+    for step in range(cfg.p_steps):
+        tokens, targets = (t.to(ctx.device) for t in task.sample(cfg.batch, cfg.p_len, gen))
+        logits = model(tokens)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)  # (b*s, V)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % cfg.curve_every == 0 or step == cfg.p_steps - 1:
+            curve.append(_token_accuracy(logits.detach(), targets))
+    return model, curve
+
+
+def train_semantic(cfg: Config, arm: str, gen: torch.Generator, ctx: RunContext) -> GPT:
+    task = SemanticTask(num_keys=cfg.s_keys, num_values=cfg.s_values)
+    model = build_model(cfg, arm, task.vocab_size).to(ctx.device)
+    opt, sched = _optimizer(cfg, model, cfg.s_steps)
+    for _ in range(cfg.s_steps):
+        tokens, targets, _ = (t.to(ctx.device) for t in task.sample(cfg.batch, cfg.s_len, gen))
+        loss = F.cross_entropy(model(tokens)[:, -1], targets)  # loss on the query position only
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model
+
+
+def _token_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    keep = targets != IGNORE_INDEX
+    return float((logits.argmax(-1)[keep] == targets[keep]).float().mean())
+
+
+# -- evaluation and analysis --------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate_positional(cfg: Config, model: GPT, gen: torch.Generator, device) -> dict:
+    task = PositionalTask(vocab_size=cfg.p_vocab, offset=cfg.p_offset)
+    tokens, targets = (t.to(device) for t in task.sample(cfg.eval_batch, cfg.p_len, gen))
+    model.eval()
+    records = collect_qkv(model, lambda: model(tokens))
+    accuracy = _token_accuracy(model(tokens), targets)
+    rope = model.blocks[0].attn.rope
+    usage = frequency_usage(records, rope.pair_indices())
+    scores = positional_head_scores(records)
+    return {"acc": accuracy, **_usage_record(usage), "prev": scores["prev"][0].tolist(),
+            "diag": scores["diag"][0].tolist()}
+
+
+@torch.no_grad()
+def evaluate_semantic(cfg: Config, model: GPT, gen: torch.Generator, device) -> dict:
+    task = SemanticTask(num_keys=cfg.s_keys, num_values=cfg.s_values)
+    model.eval()
+    tokens, targets, distance = (t.to(device) for t in task.sample(cfg.eval_batch, cfg.s_len, gen))
+    records = collect_qkv(model, lambda: model(tokens))
+    in_dist = float((model(tokens)[:, -1].argmax(-1) == targets).float().mean())
+    needle = cfg.s_len - 1 - distance  # (batch,) needle positions
+    weights = records[0]["weights"][:, :, -1]  # (batch, heads, keys): attention of the query
+    needle_mass = weights[torch.arange(len(needle)), :, needle].mean(0)  # (heads,)
+    usage = frequency_usage(records, model.blocks[0].attn.rope.pair_indices())
+    by_distance = []
+    for d in cfg.test_distances:
+        tokens, targets, _ = (t.to(device) for t in task.sample(cfg.test_batch, cfg.test_len, gen, distance=d))
+        by_distance.append(float((model(tokens)[:, -1].argmax(-1) == targets).float().mean()))
+    return {"acc_train_len": in_dist, "acc_by_distance": by_distance, "needle_mass": needle_mass.tolist(),
+            **_usage_record(usage)}
+
+
+def _usage_record(usage: dict[str, torch.Tensor]) -> dict:
+    """Layer-0 chunk norms per head and pair, as lists (heads, d/2)."""
+    return {f"usage_{name}": usage[name][0].tolist() for name in ("q", "k", "v")}
+
+
+def run_seed(cfg: Config, ctx: RunContext) -> dict:
+    unknown = [a for a in cfg.arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; valid arms: {list(ARMS)}")
+    start_cpu = time.process_time()
+    record: dict = {"arms": {}}
+    stream = lambda k: torch.Generator().manual_seed(ctx.seed * 16 + k)  # the same data for every arm
+    for arm in ctx.progress(cfg.arms, desc="arms"):
+        arm_start = time.process_time()
+        torch.manual_seed(ctx.seed * 16)  # the same initial weights for every arm (RoPE has no parameters)
+        p_model, curve = train_positional(cfg, arm, stream(1), ctx)
+        positional = evaluate_positional(cfg, p_model, stream(2), ctx.device)
+        torch.manual_seed(ctx.seed * 16 + 3)
+        s_model = train_semantic(cfg, arm, stream(4), ctx)
+        semantic = evaluate_semantic(cfg, s_model, stream(5), ctx.device)
+        record["arms"][arm] = {"p_curve": curve, "positional": positional, "semantic": semantic,
+                               "cpu_s": time.process_time() - arm_start}
+    record["cpu_s"] = time.process_time() - start_cpu
+    return record
+
+
+# -- claims, metrics, figures -------------------------------------------------------------------------
+
+FASTEST_QUARTER = (0, 1)  # of the 8 pairs of head_dim 16: the fastest 25% of the frequencies
+
+
+def _per_seed(records: dict[int, dict], arm: str, fn) -> list[float]:
+    """fn(arm record) on every seed; NaN where the arm was not run (its claims then fail)."""
+    return [float(fn(records[s]["arms"][arm])) if arm in records[s]["arms"] else float("nan") for s in sorted(records)]
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _head_share(arm_record: dict, task: str, score: str, chunks) -> float:
+    """Share of the q.k chunk bound on ``chunks`` for the head with the largest ``score`` on ``task``."""
+    rec = arm_record[task]
+    usage = {name: torch.tensor(rec[f"usage_{name}"])[None] for name in ("q", "k")}  # (1, heads, d/2)
+    head = int(np.argmax(rec[score]))
+    return float(band_share(usage, list(chunks))[0, head])
+
+
+def _nope_pairs(cfg: Config, arm: str) -> list[int]:
+    rope = RotaryEmbedding(cfg.dim // cfg.num_heads, base=cfg.base, **ARMS[arm])
+    return [i for i, g in enumerate(rope.inv_freq.tolist()) if g == 0.0]
+
+
+def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
+    arms = [a for a in cfg.arms if all(a in records[s]["arms"] for s in records)]
+    longest = len(cfg.test_distances) - 1
+    p_acc = {a: _per_seed(records, a, lambda r: r["positional"]["acc"]) for a in ARMS}
+    s_in = {a: _per_seed(records, a, lambda r: r["semantic"]["acc_train_len"]) for a in ARMS}
+    s_far = {a: _per_seed(records, a, lambda r: r["semantic"]["acc_by_distance"][longest]) for a in ARMS}
+    high_share = _per_seed(records, "RoPE", lambda r: _head_share(r, "positional", "prev", FASTEST_QUARTER))
+    nope_pairs = _nope_pairs(cfg, "0.75-RoPE")
+    nope_share = _per_seed(records, "0.75-RoPE", lambda r: _head_share(r, "semantic", "needle_mass", nope_pairs))
+    n_pairs = cfg.dim // cfg.num_heads // 2
+    far = cfg.test_distances[-1]
+    claims = [
+        check("p-rope.nope-positional", "NoPE stays near chance on the previous-token task (mean accuracy; chance "
+              f"1/{cfg.p_vocab})", "A single NoPE head cannot form a previous-token head (Prop. 5.2); Table 1: "
+              "NoPE fails the positional task", _mean(p_acc["NoPE"]), "< 0.25"),
+        check("p-rope.rope-positional", "RoPE solves the previous-token task", "RoPE builds sharp positional heads "
+              "with its high frequencies (Thm. 5.3)", _mean(p_acc["RoPE"]), ">= 0.95"),
+        check("p-rope.prope-positional", "0.75-RoPE solves the previous-token task", "p-RoPE keeps the high "
+              "frequencies that positional heads need (Sec. 6)", _mean(p_acc["0.75-RoPE"]), ">= 0.95"),
+        check("p-rope.prope-semantic-long-range", f"Retrieval at distance {far} (trained at length {cfg.s_len}): "
+              "accuracy of 0.75-RoPE minus that of RoPE", "Low frequencies are not robust semantic channels over "
+              "long contexts; p-RoPE's zero frequencies are (Sec. 5.2, Prop. 5.4, Sec. 6)",
+              _mean(s_far["0.75-RoPE"]) - _mean(s_far["RoPE"]), ">= 0.2"),
+        check("p-rope.prope-semantic-in-distribution", f"0.75-RoPE solves retrieval at the training length "
+              f"{cfg.s_len}", "p-RoPE does both the positional and the semantic task", _mean(s_in["0.75-RoPE"]),
+              ">= 0.95"),
+        check("p-rope.positional-head-high-frequencies", "RoPE, previous-token task: share of the head's q.k chunk "
+              "bound sum_k ||q^(k)|| ||k^(k)|| on the fastest 25% of the frequencies (uniform: 0.25)",
+              "Gemma 7B's diagonal / previous-token heads use the highest frequencies (Sec. 5.1, Fig. 5)",
+              _mean(high_share), "> 0.25"),
+        check("p-rope.semantic-head-nope-pairs", f"0.75-RoPE, retrieval task: share of the retrieval head's q.k "
+              f"chunk bound on its {len(nope_pairs)} zero-frequency pairs (uniform: {len(nope_pairs) / n_pairs:g})",
+              "Most q/k norm sits on the lowest frequencies, used as semantic channels (Sec. 4); p-RoPE turns them "
+              "into zero-frequency channels (Sec. 6)", _mean(nope_share), f"> {len(nope_pairs) / n_pairs:g}"),
+    ]
+    metrics = _metrics(cfg, records, arms, p_acc, s_in, high_share, nope_share)
+    figures = [_figure_distance(cfg, records, arms, out_dir), _figure_curves(cfg, records, arms, out_dir),
+               _figure_usage(cfg, records, arms, out_dir)]
+    return Evaluation(claims, metrics, figures)
+
+
+def _metrics(cfg, records, arms, p_acc, s_in, high_share, nope_share) -> dict:
+    per_arm = {}
+    for arm in arms:
+        by_distance = np.asarray(_per_seed_list(records, arm, lambda r: r["semantic"]["acc_by_distance"]))
+        curve = np.asarray(_per_seed_list(records, arm, lambda r: r["p_curve"]))
+        per_arm[arm] = {
+            "positional_acc": seed_stats(p_acc[arm]),
+            "positional_curve_auc": seed_stats(curve.mean(axis=1)),
+            "positional_max_prev_mass": seed_stats(_per_seed(records, arm, lambda r: max(r["positional"]["prev"]))),
+            "semantic_acc_train_len": seed_stats(s_in[arm]),
+            "semantic_acc_by_distance": {str(d): seed_stats(by_distance[:, i]) for i, d in enumerate(cfg.test_distances)},
+            "positional_head_fastest_quarter_share": seed_stats(
+                _per_seed(records, arm, lambda r: _head_share(r, "positional", "prev", FASTEST_QUARTER))),
+            "semantic_head_slowest_quarter_share": seed_stats(
+                _per_seed(records, arm, lambda r: _head_share(r, "semantic", "needle_mass", _slowest(cfg)))),
+            "cpu_s": seed_stats(_per_seed(records, arm, lambda r: r["cpu_s"])),
+        }
+    return {"arms": per_arm, "test_distances": list(cfg.test_distances),
+            "rope_positional_head_fastest_quarter_share": seed_stats(high_share),
+            "prope_semantic_head_nope_share": seed_stats(nope_share),
+            "value_control_fastest_quarter_share": seed_stats(_value_share(records, "RoPE")),
+            "cpu_s_per_seed": seed_stats([records[s]["cpu_s"] for s in sorted(records)])}
+
+
+def _per_seed_list(records, arm, fn) -> list:
+    return [fn(records[s]["arms"][arm]) for s in sorted(records)]
+
+
+def _slowest(cfg: Config) -> list[int]:
+    n_pairs = cfg.dim // cfg.num_heads // 2
+    return list(range(n_pairs - max(1, n_pairs // 4), n_pairs))
+
+
+def _value_share(records, arm) -> list[float]:
+    """Control: the same fastest-quarter share computed from the values (no rotation acts on them)."""
+    def share(r):
+        v = torch.tensor(r["positional"]["usage_v"])[None]  # (1, heads, d/2)
+        head = int(np.argmax(r["positional"]["prev"]))
+        return float(band_share({"q": v, "k": v}, list(FASTEST_QUARTER))[0, head])
+    return _per_seed(records, arm, share) if all(arm in records[s]["arms"] for s in records) else []
+
+
+def _figure_distance(cfg, records, arms, out_dir) -> str:
+    fig, ax = plotting.figure(width=6.0)
+    for arm in arms:
+        plotting.band(ax, list(cfg.test_distances), _per_seed_list(records, arm, lambda r: r["semantic"]["acc_by_distance"]),
+                      label=arm, marker="o", markersize=3)
+    ax.axhline(1 / cfg.s_values, color="gray", linestyle=":", label="chance (key known)")
+    ax.set(xscale="log", xlabel=f"distance query - needle (sequence length {cfg.test_len})", ylabel="accuracy",
+           title=f"Retrieval at distance (trained at length {cfg.s_len}, base {cfg.base:g})", ylim=(0, 1.02))
+    ax.legend(fontsize=7)
+    return plotting.save(fig, out_dir, "semantic_accuracy_by_distance.png")
+
+
+def _figure_curves(cfg, records, arms, out_dir) -> str:
+    fig, ax = plotting.figure(width=6.0)
+    steps = sorted({*range(0, cfg.p_steps, cfg.curve_every), cfg.p_steps - 1})
+    for arm in arms:
+        plotting.band(ax, steps, _per_seed_list(records, arm, lambda r: r["p_curve"]), label=arm)
+    ax.axhline(1 / cfg.p_vocab, color="gray", linestyle=":", label="chance")
+    ax.set(xlabel="training step", ylabel="batch accuracy", title="Previous-token task (training)", ylim=(0, 1.02))
+    ax.legend(fontsize=7)
+    return plotting.save(fig, out_dir, "positional_training_accuracy.png")
+
+
+def _figure_usage(cfg, records, arms, out_dir) -> str:
+    """Heat maps [head, pair] of each head's share of the q.k chunk bound sum_k ||q^(k)|| ||k^(k)||, mean over
+    seeds, for the previous-token (left) and the retrieval (right) model of every arm."""
+    shares = {}
+    for arm in arms:
+        for task in ("positional", "semantic"):
+            bound = np.mean([np.asarray(r[task]["usage_q"]) * np.asarray(r[task]["usage_k"])
+                             for r in _per_seed_list(records, arm, lambda r: r)], axis=0)  # (heads, d/2)
+            shares[arm, task] = bound / bound.sum(axis=1, keepdims=True)
+    vmax = max(float(v.max()) for v in shares.values())
+    fig, axes = plotting.figure(ncols=2, nrows=len(arms), width=3.4, height=1.5)
+    axes = np.asarray(axes).reshape(len(arms), 2)
+    for (arm, task), share in shares.items():
+        row, col = arms.index(arm), ("positional", "semantic").index(task)
+        ax = axes[row, col]
+        image = ax.imshow(share, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+        ax.set(title=f"{arm}, {task}", ylabel="head", xticks=range(share.shape[1]))
+        ax.title.set_fontsize(8)
+        if row == len(arms) - 1:
+            ax.set_xlabel("pair (fastest -> slowest)")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="share of q.k bound")
+    return plotting.save(fig, out_dir, "frequency_usage.png")
+
+
+# -- benchmark -----------------------------------------------------------------------------------------
+
+def bench(quick: bool) -> list:
+    """Rotation time of p-RoPE and NoPE against RoPE, and a training step of each arm against NoPE."""
+    from tenfold.utils.bench import compare
+
+    rows = []
+    shapes = [(32, 4, 512, 16)] if quick else [(32, 4, 512, 16), (1, 8, 2048, 128)]
+    for shape in shapes:
+        x = torch.randn(*shape)
+        pos = torch.arange(shape[2])
+        rope = RotaryEmbedding(shape[-1], base=100.0)
+        for name, kwargs in (("0.75-RoPE", {"p": 0.75}), ("NoPE", {"p": 0.0})):
+            other = RotaryEmbedding(shape[-1], base=100.0, **kwargs)
+            rows.append(compare(f"rope-apply {shape}", ("RoPE", lambda: rope(x, pos)),
+                                (name, lambda o=other: o(x, pos)), repeats=5 if quick else 20, shape=list(shape)))
+    cfg = Config()
+    tokens = torch.randint(0, cfg.p_vocab, (cfg.batch, cfg.p_len))
+    steps = {arm: _train_step_fn(cfg, arm, tokens) for arm in ("NoPE", "RoPE", "0.75-RoPE")}
+    for arm in ("RoPE", "0.75-RoPE"):
+        rows.append(compare("p-rope train step (task P)", ("NoPE", steps["NoPE"]), (arm, steps[arm]),
+                            repeats=5 if quick else 20, batch=cfg.batch, seq=cfg.p_len))
+    return rows
+
+
+def _train_step_fn(cfg: Config, arm: str, tokens: torch.Tensor):
+    torch.manual_seed(0)
+    model = build_model(cfg, arm, cfg.p_vocab)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+
+    def step():
+        loss = F.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten())  # (b*s, V)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+EXPERIMENT = Experiment(
+    name="p-rope",
+    paper="Round and Round We Go! What makes Rotary Positional Encodings useful? (Barbero et al., "
+          "arXiv 2410.06205, ICLR 2025)",
+    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claim_ids=CLAIM_IDS, bench=bench,
+)
