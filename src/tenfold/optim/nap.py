@@ -47,8 +47,9 @@ AFFINE_MODES = ("joint", "none")
 # ------------------------------------------------------------------------------------------------
 
 def _norm(t: Tensor) -> Tensor:
-    """Frobenius norm in fp32; for a sharded DTensor the norm of the whole tensor (all-reduced)."""
-    n = torch.linalg.vector_norm(t.detach(), dtype=torch.float32)
+    """Frobenius norm in at least fp32 (bf16/fp16 weights are normed in fp32, fp64 stays fp64);
+    for a sharded DTensor, the norm of the whole tensor (all-reduced)."""
+    n = torch.linalg.vector_norm(t.detach(), dtype=torch.promote_types(t.dtype, torch.float32))
     return n.full_tensor() if hasattr(n, "full_tensor") else n
 
 
