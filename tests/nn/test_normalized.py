@@ -127,3 +127,28 @@ def test_transformer_block_invariances_and_causality():
         block(torch.randn(2, 6, 8))
     with pytest.raises(ValueError):
         NormTransformerBlock(dim=10, num_heads=4)
+
+
+def test_normalize_gpt_block():
+    from tenfold.models.gpt import Block, GPTConfig
+    from tenfold.nn.normalized import normalize_transformer_block
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=11, dim=16, num_heads=4, ffn_mult=2.0, bias=True)
+    block = Block(cfg, 0).double()
+    out = normalize_transformer_block(block, norm_eps=0.0).double()
+    w_q, w_k, w_v = block.attn.qkv.weight.chunk(3)
+    assert torch.equal(out.q_proj.weight, w_q) and torch.equal(out.v_proj.weight, w_v)
+    assert torch.equal(out.up.weight, block.ffn.up.weight) and torch.equal(out.down.bias, block.ffn.down.bias)
+    assert out.q_proj.bias is None and out.up.bias is None and out.v_proj.bias is not None
+    assert isinstance(out.hidden_norm, nn.LayerNorm)
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    # with q/k/hidden norms as identities the two blocks would agree; here they differ but stay causal
+    changed = x.clone()
+    changed[:, -1] += 1.0
+    assert torch.allclose(out(changed)[:, :-1], out(x)[:, :-1], atol=1e-12)
+    from tenfold.optim import NaP
+
+    assert set(NaP(out, example_input=x).targets) == {"q_proj", "k_proj", "up"}  # numerically invariant
+    with pytest.raises(ValueError, match="rope"):
+        normalize_transformer_block(Block(GPTConfig(vocab_size=11, dim=16, num_heads=4), 0, rope=nn.Identity()))

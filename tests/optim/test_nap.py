@@ -89,11 +89,11 @@ def test_sgd_norm_growth_identity():
     for _ in range(5):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
-        before = {i: (model[i].weight.norm() ** 2, model[i].weight.grad.norm() ** 2) for i in (0, 3)}
+        before = {i: (model[i].weight.detach().norm() ** 2, model[i].weight.grad.norm() ** 2) for i in (0, 3)}
         opt.step()
         for i, (w2, g2) in before.items():
             expected = w2 + lr**2 * g2
-            assert abs(float(model[i].weight.norm() ** 2 - expected)) / float(expected) < 1e-10
+            assert abs(float(model[i].weight.detach().norm() ** 2 - expected)) / float(expected) < 1e-10
 
 
 def test_project_to_norm_pure_function():
@@ -289,3 +289,30 @@ def test_two_process_ddp_matches_one_process():
             assert result["norms"][name] == pytest.approx(target, rel=1e-9)
     moved = single["params"]["0.weight"] - _nap_ddp.model().state_dict()["0.weight"]
     assert moved.abs().max() > 1e-3  # the runs trained
+
+
+def test_fused_projection_equals_the_pure_rule():
+    import copy
+
+    model = mlp(dtype=torch.float32)
+    proj = NaP(model, project_head=True)
+    perturb(model)
+    twin = copy.deepcopy(model)
+    twin_modules = dict(twin.named_modules())
+    proj.project()
+    assert proj._fused  # the foreach path ran
+    for name, target in proj.targets.items():
+        module = twin_modules[name]
+        tensors = [module.weight] if proj.kinds[name] == "head" else [t for t in (module.weight, module.bias) if t is not None]
+        for got, want in zip(proj.tensors(name), project_to_norm(tensors, target)):
+            assert torch.allclose(got, want, rtol=1e-6, atol=1e-7), name
+
+
+def test_bf16_weights_use_fp32_norms():
+    model = mlp(dtype=torch.bfloat16)
+    proj = NaP(model)
+    perturb(model)
+    proj.project()
+    assert proj._fused is False  # per-group fallback, norms in fp32
+    for name, target in proj.targets.items():
+        assert proj.norms()[name] == pytest.approx(target, rel=1e-2)

@@ -316,11 +316,13 @@ class NormTransformerBlock(nn.Module):
     hidden layer, so W_q, W_k and W_up are scale-invariant (``nap_groups().weights``). W_v, W_o and
     W_down write into the un-normalized residual stream and are not invariant; they stay free, as do
     all norm affines (their outputs feed a softmax, a GELU or the residual stream, none of which is
-    positively homogeneous in the affine).
+    positively homogeneous in the affine). ``bias`` adds biases to W_v, W_o and W_down only (a bias
+    before a norm would break the invariance). :func:`normalize_transformer_block` converts a
+    ``tenfold.models.gpt.Block``.
     """
 
     def __init__(self, *, dim: int, num_heads: int, hidden: int | None = None, norm: str = "layer",
-                 norm_eps: float = 1e-5, activation: str = "gelu", causal: bool = True):
+                 norm_eps: float = 1e-5, activation: str = "gelu", causal: bool = True, bias: bool = False):
         super().__init__()
         if norm not in ("layer", "rms"):
             raise ValueError(f"norm must be 'layer' or 'rms', got {norm!r}")
@@ -332,10 +334,10 @@ class NormTransformerBlock(nn.Module):
         self.dim, self.num_heads, self.head_dim, self.causal = dim, num_heads, dim // num_heads, causal
         self.norm1, self.norm2 = make_norm(norm, dim, eps=norm_eps), make_norm(norm, dim, eps=norm_eps)
         self.q_proj, self.k_proj = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
-        self.v_proj, self.o_proj = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
+        self.v_proj, self.o_proj = nn.Linear(dim, dim, bias=bias), nn.Linear(dim, dim, bias=bias)
         self.q_norm = make_norm(norm, self.head_dim, eps=norm_eps)
         self.k_norm = make_norm(norm, self.head_dim, eps=norm_eps)
-        self.up, self.down = nn.Linear(dim, hidden, bias=False), nn.Linear(hidden, dim, bias=False)
+        self.up, self.down = nn.Linear(dim, hidden, bias=False), nn.Linear(hidden, dim, bias=bias)
         self.hidden_norm = make_norm(norm, hidden, eps=norm_eps)
         self.act = _activation(activation)
 
@@ -354,3 +356,42 @@ class NormTransformerBlock(nn.Module):
 
     def nap_groups(self) -> NaPGroups:
         return NaPGroups(weights=[self.q_proj, self.k_proj, self.up])
+
+
+@torch.no_grad()
+def normalize_transformer_block(block: nn.Module, *, norm: str | None = None, norm_eps: float = 1e-5) -> NormTransformerBlock:
+    """A :class:`NormTransformerBlock` with the weights of a pre-norm ``tenfold.models.gpt.Block``.
+
+    NaP's "normalize" step for a transformer block: the block's fused ``attn.qkv`` is split into
+    W_q, W_k, W_v; a per-head norm is inserted after W_q and W_k (before the softmax) and one after
+    the MLP's W_up (before its GELU); the biases of W_q, W_k and W_up, redundant before a norm, are
+    dropped; everything else (norms, W_v, W_o, W_down and their biases) is copied. ``norm`` defaults
+    to the kind of the block's own norms. Plain softmax attention without rotary embedding or window
+    only (others raise ValueError, since the converted block would silently compute something else).
+    """
+    attn, ffn = getattr(block, "attn", None), getattr(block, "ffn", None)
+    if attn is None or not hasattr(attn, "qkv") or not all(hasattr(ffn, n) for n in ("up", "down")):
+        raise ValueError("block must be a tenfold.models.gpt.Block with a dense MLP (attn.qkv, ffn.up, ffn.down)")
+    if attn.rope is not None or attn.softmax != "softmax" or attn.window is not None:
+        raise ValueError("only plain softmax attention without rope or window can be converted "
+                         f"(got rope={attn.rope is not None}, softmax={attn.softmax!r}, window={attn.window})")
+    dim = attn.dim
+    if attn.num_heads * attn.head_dim != dim:
+        raise ValueError(f"num_heads * head_dim must equal dim ({attn.num_heads} * {attn.head_dim} != {dim})")
+    kind = norm if norm is not None else ("rms" if isinstance(block.norm1, nn.RMSNorm) else "layer")
+    out = NormTransformerBlock(dim=dim, num_heads=attn.num_heads, hidden=ffn.up.out_features, norm=kind,
+                               norm_eps=norm_eps, causal=attn.causal, bias=attn.out.bias is not None)
+    w_q, w_k, w_v = attn.qkv.weight.chunk(3, dim=0)  # each (dim, dim): rows are (head, head_dim)
+    for target, weight in ((out.q_proj, w_q), (out.k_proj, w_k), (out.v_proj, w_v), (out.o_proj, attn.out.weight),
+                           (out.up, ffn.up.weight), (out.down, ffn.down.weight)):
+        target.weight.copy_(weight)
+    if attn.qkv.bias is not None:
+        out.v_proj.bias.copy_(attn.qkv.bias.chunk(3)[2])
+        out.o_proj.bias.copy_(attn.out.bias)
+    if ffn.down.bias is not None and out.down.bias is not None:
+        out.down.bias.copy_(ffn.down.bias)
+    for mine, theirs in ((out.norm1, block.norm1), (out.norm2, block.norm2)):
+        for name in ("weight", "bias"):
+            if getattr(mine, name, None) is not None and getattr(theirs, name, None) is not None:
+                getattr(mine, name).copy_(getattr(theirs, name))
+    return out

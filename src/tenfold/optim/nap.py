@@ -145,6 +145,7 @@ class NaP:
                              "first (tenfold.nn.normalized.add_norm_before_activations); projection without "
                              "normalization is not NaP")
         self._entries = self._build(model, groups, target, check_structure)
+        self._fused: _Fused | None | bool = None  # built on the first projection
         self.calls = 0
         if example_input is not None:
             self.check_invariance(example_input, tol=invariance_tol)
@@ -179,8 +180,13 @@ class NaP:
         self.calls += 1
         if not force and self.calls % self.every:
             return False
-        for entry in self._entries:
-            _project_(entry.tensors, entry.target)
+        if self._fused is None:
+            self._fused = _Fused.build(self._entries)
+        if self._fused:
+            self._fused.project_()
+        else:
+            for entry in self._entries:
+                _project_(entry.tensors, entry.target)
         return True
 
     def attach(self, optimizer: torch.optim.Optimizer):
@@ -243,6 +249,7 @@ class NaP:
                 raise ValueError(f"{entry.name}: saved as {state['kinds'][entry.name]!r}, registered as {entry.kind!r}")
             entry.target = float(state["targets"][entry.name])
         self.every, self.calls = int(state["every"]), int(state["calls"])
+        self._fused = None  # rebuilt with the loaded targets
 
     def __repr__(self) -> str:
         counts = {k: sum(e.kind == k for e in self._entries) for k in ("weight", "affine", "head")}
@@ -252,6 +259,37 @@ class NaP:
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
+
+class _Fused:
+    """All groups projected with a fixed handful of ``torch._foreach`` ops, whatever their number.
+
+    Same rule as :func:`project_to_norm` per group; used when every tensor is a plain fp32/fp64
+    tensor on one device (else :class:`NaP` falls back to the per-group loop)."""
+
+    def __init__(self, entries: list[_Entry]):
+        self.tensors = [t for e in entries for t in e.tensors]
+        device, dtype = self.tensors[0].device, self.tensors[0].dtype
+        self.segment = torch.tensor([i for i, e in enumerate(entries) for _ in e.tensors], device=device)
+        self.targets = torch.tensor([e.target for e in entries], dtype=dtype, device=device)
+
+    @staticmethod
+    def build(entries: list[_Entry]) -> _Fused | bool:
+        tensors = [t for e in entries for t in e.tensors]
+        first = tensors[0]
+        if (first.dtype not in (torch.float32, torch.float64) or hasattr(first, "device_mesh")
+                or any(t.dtype != first.dtype or t.device != first.device or type(t) not in (Tensor, nn.Parameter)
+                       for t in tensors)):
+            return False
+        return _Fused(entries)
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        squares = torch.stack(torch._foreach_norm(self.tensors)).square()  # (tensors,)
+        norms = torch.zeros_like(self.targets).index_add_(0, self.segment, squares).sqrt()  # (groups,)
+        ok = torch.isfinite(norms) & (norms > 0)
+        scales = torch.where(ok, self.targets / torch.where(ok, norms, torch.ones_like(norms)), torch.ones_like(norms))
+        torch._foreach_mul_(self.tensors, list(scales[self.segment].unbind()))
+
 
 def _default_groups(model: nn.Module) -> NaPGroups:
     if hasattr(model, "nap_groups"):
