@@ -194,7 +194,7 @@ def train_stationary(cfg: Config, arm: str, seed: int) -> dict:
     if arm == "nap":
         NaP(model).attach(opt)
     batch_gen = torch.Generator().manual_seed(20_000 + seed)
-    losses = []
+    losses, start = [], time.process_time()
     for _ in range(cfg.stat_steps):
         index = torch.randint(0, cfg.stat_train, (cfg.stat_batch,), generator=batch_gen)
         loss = F.cross_entropy(model(x_train[index]), y_train[index])
@@ -205,7 +205,8 @@ def train_stationary(cfg: Config, arm: str, seed: int) -> dict:
         losses.append(loss.item())
     with torch.no_grad():
         accuracy = float((model(x_test).argmax(-1) == y_test).float().mean())
-    return {"test_acc": accuracy, "final_train_loss": float(np.mean(losses[-50:]))}
+    return {"test_acc": accuracy, "final_train_loss": float(np.mean(losses[-50:])),
+            "cpu_s": time.process_time() - start}
 
 
 def run_seed(cfg: Config, ctx: RunContext) -> dict:
@@ -247,6 +248,8 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
         "online_curve_mean": {arm: online[arm].mean(axis=0).round(4).tolist() for arm in arms},
         "stationary_test_acc": {arm: seed_stats(stat[arm]) for arm in cfg.stat_arms},
         "cpu_s_per_run": {arm: seed_stats(_per_seed(records, arm, "cpu_s")) for arm in arms},
+        "stationary_cpu_s_per_run": {arm: seed_stats([records[s]["stationary"][arm]["cpu_s"] for s in sorted(records)])
+                                     for arm in cfg.stat_arms},
     }
     claims = [
         check("nap.plasticity", f"NaP's mean online accuracy on tasks {last_lo}-{cfg.tasks} exceeds LayerNorm's by >= 0.05",
