@@ -183,9 +183,11 @@ def init_sigma0(p: Tensor, rule: str | float = "auto", floor: float = 0.0) -> fl
 # =============================================================================================
 
 def _is_finite(loss, tensors: Iterable[Tensor | None]) -> bool:
+    """True when ``loss`` and every tensor are finite (a sum is non-finite iff some entry is)."""
     if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
         return False
-    return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
+    sums = [t.sum() for t in tensors if t is not None]
+    return not sums or bool(torch.isfinite(torch.stack(sums)).all())
 
 
 def _grads(params: list[Tensor]) -> list[Tensor]:
@@ -252,7 +254,7 @@ class _DriftMixin:
         gammas = {i: start[i].clone() for _, _, i in drifting}
         for k in range(steps):
             at_theta = all(bool((gammas[i] == 1).all()) for _, _, i in drifting)
-            means = {i: self._mean(p, theta[i], gammas[i]) for _, p, i in drifting}
+            means = {i: theta[i] if at_theta else self._mean(p, theta[i], gammas[i]) for _, p, i in drifting}
             stds = {i: drift_std(gammas[i], post_var[i], self.state[p]["sigma0"] ** 2) for _, p, i in drifting}
             if estimator == "antithetic":
                 if at_theta:
