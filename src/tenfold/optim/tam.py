@@ -44,16 +44,14 @@ def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def cosine_from_norms(dot: Tensor, m_norm: Tensor, g_norm: Tensor) -> Tensor:
-    """``dot / (m_norm * g_norm)`` clamped to [-1, 1], and 0 where a norm is 0 or a value is not
-    finite (so a zero momentum, a zero gradient or an overflow never poisons ŝ). Works elementwise
-    on stacked sums; computed in at least float32."""
-    acc = _accumulate_dtype(torch.promote_types(dot.dtype, g_norm.dtype))
-    dot, m_norm, g_norm = dot.to(acc), m_norm.to(acc), g_norm.to(acc)
+def cosine_from_norms(dot: float, m_norm: float, g_norm: float) -> float:
+    """``dot / (m_norm * g_norm)`` clamped to [-1, 1]; 0 when a norm is 0 or a value is not finite
+    (a zero momentum, a zero gradient or an overflow never poisons ŝ). The sums come from the
+    device (accumulated in at least float32); the division is done on the host in double."""
     den = m_norm * g_norm
-    valid = torch.isfinite(dot) & torch.isfinite(den) & (den > torch.finfo(acc).tiny)
-    cosine = dot / torch.where(valid, den, torch.ones_like(den))
-    return torch.where(valid, cosine, torch.zeros_like(cosine)).clamp(-1.0, 1.0)
+    if not (math.isfinite(dot) and math.isfinite(den)) or den <= 0.0:
+        return 0.0
+    return max(-1.0, min(1.0, dot / den))
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -73,7 +71,7 @@ def tensor_sums(momentum_buffer: Tensor, grad: Tensor) -> tuple[Tensor, Tensor, 
 def torque_cosine(momentum_buffer: Tensor, grad: Tensor) -> float:
     """s = cos(m_{t-1}, g_t) over the whole tensor, computed in float32 (float64 for float64
     input); 0 when either norm is 0 or a value is not finite."""
-    return float(cosine_from_norms(*tensor_sums(momentum_buffer, grad)))
+    return cosine_from_norms(*(float(v) for v in tensor_sums(momentum_buffer, grad)))
 
 
 def smoothed_damping(s_hat: float, cosine: float, decay: float) -> tuple[float, float]:
@@ -235,23 +233,17 @@ class _TorqueOptimizer(Optimizer):
                                          group["decoupled_weight_decay"], group["maximize"]))
         return params, grads
 
-    def _group_cosines(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> Tensor:
-        """[finite flag, cosine per tensor (or one per group for "global")] as a float64 vector;
-        only the flag when damping is off."""
+    def _group_sums(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> Tensor:
+        """Per-tensor sums of one group, stacked: [||g_i||] and, with damping on, [<m_i, g_i>]
+        and [||m_i||] (float32, float64 if the group holds float64 parameters)."""
         acc = _accumulate_dtype(params[0].dtype)
         for p in params[1:]:
             acc = torch.promote_types(acc, p.dtype)
-        g_norms = _norms(grads, acc)  # (n,)
-        finite = torch.isfinite(g_norms).all().reshape(1).double()  # (1,)
-        if not group["damping"]:
-            return finite
-        bufs = [self.state[p][self._momentum_key] for p in params]
-        dots = torch.stack([_dot(m, g).to(acc) for m, g in zip(bufs, grads)])  # (n,)
-        m_norms = _norms(bufs, acc)  # (n,)
-        if group["granularity"] == "global":
-            dots, m_norms, g_norms = dots.sum(), m_norms.square().sum().sqrt(), g_norms.square().sum().sqrt()
-        cosines = cosine_from_norms(dots, m_norms, g_norms).reshape(-1).double()  # (n,) or (1,)
-        return torch.cat([finite, cosines])
+        sums = _norms(grads, acc)
+        if group["damping"]:
+            bufs = [self.state[p][self._momentum_key] for p in params]
+            sums += [_dot(m, g) for m, g in zip(bufs, grads)] + _norms(bufs, acc)
+        return torch.stack([v.to(acc) if v.dtype != acc else v for v in sums]).double()  # (n or 3n,)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
@@ -265,52 +257,60 @@ class _TorqueOptimizer(Optimizer):
         work = [w for w in work if w[1]]
         if not work:
             return loss
-        sizes = [1 + (0 if not g["damping"] else 1 if g["granularity"] == "global" else len(ps))
-                 for g, ps, _ in work]
-        host = torch.cat([self._group_cosines(*w) for w in work]).tolist()  # the one sync
-        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-        if any(host[o] < 1 for o in offsets):
+        host = torch.cat([self._group_sums(*w) for w in work]).tolist()  # the one sync per step
+        sums, offset = [], 0
+        for group, params, _ in work:
+            size = len(params) * (3 if group["damping"] else 1)
+            sums.append(host[offset:offset + size])
+            offset += size
+        if not all(math.isfinite(v) for group_sums, (_, params, _) in zip(sums, work)
+                   for v in group_sums[:len(params)]):  # the gradient norms
             self.skipped_steps += 1
             warnings.warn(f"{type(self).__name__}: non-finite gradient, step skipped", RuntimeWarning,
                           stacklevel=2)
             return loss
-        means = [self._apply_group(group, params, grads, host[o + 1:o + size])
-                 for (group, params, grads), o, size in zip(work, offsets, sizes)]
+        means = [self._apply_group(group, params, grads, group_sums)
+                 for (group, params, grads), group_sums in zip(work, sums)]
         self.last_group_damping = means
         logged = [m for m in means if m is not None]
         self.last_damping = sum(logged) / len(logged) if logged else None
         return loss
 
     def _apply_group(self, group: dict, params: list[Tensor], grads: list[Tensor],
-                     cosines: list[float]) -> float | None:
-        """Update ŝ, d and the parameters of one group; return the mean d (None if damping is off)."""
+                     sums: list[float]) -> float | None:
+        """Update ŝ, d and the parameters of one group from its sums [||g_i||, <m_i, g_i>, ||m_i||];
+        return the mean d (None if damping is off)."""
         if not group["damping"]:
             for p, g in zip(params, grads):
                 self.state[p]["s_hat"] = 0.0  # damping off: ŝ restarts from 0 when re-enabled
                 self._apply(group, p, g, self.state[p], 1.0)
             return None
+        n = len(params)
+        g_norms, dots, m_norms = sums[:n], sums[n:2 * n], sums[2 * n:]
         if group["granularity"] == "global":
-            cosines = cosines * len(params)
-            shared, _ = smoothed_damping(self.state[params[0]]["s_hat"], cosines[0], group["decay"])
+            cosine = cosine_from_norms(sum(dots), math.hypot(*m_norms), math.hypot(*g_norms))
+            cosines = [cosine] * n
+            s_hat, _ = smoothed_damping(self.state[params[0]]["s_hat"], cosine, group["decay"])
+        else:
+            cosines = [cosine_from_norms(*v) for v in zip(dots, m_norms, g_norms)]
         dampings = []
         for p, g, cosine in zip(params, grads, cosines):
             state = self.state[p]
             if group["granularity"] == "global":
-                state["s_hat"] = shared
+                state["s_hat"] = s_hat
             else:
                 state["s_hat"], _ = smoothed_damping(state["s_hat"], cosine, group["decay"])
             d = (1.0 + state["s_hat"]) / 2.0
             dampings.append(d)
             self._apply(group, p, g, state, self._floor(group) + d)
-        return sum(dampings) / len(dampings)
+        return sum(dampings) / n
 
 
-def _norms(tensors: list[Tensor], acc: torch.dtype) -> Tensor:
-    """Euclidean norm of each tensor, stacked, in ``acc`` (one foreach call when dtypes allow)."""
+def _norms(tensors: list[Tensor], acc: torch.dtype) -> list[Tensor]:
+    """Euclidean norm of each tensor in at least float32 (one foreach call when dtypes allow)."""
     if all(t.dtype == acc for t in tensors):
-        return torch.stack(torch._foreach_norm(tensors))  # (n,)
-    return torch.stack([torch.linalg.vector_norm(t, dtype=_accumulate_dtype(t.dtype)).to(acc)
-                        for t in tensors])  # (n,)
+        return list(torch._foreach_norm(tensors))
+    return [torch.linalg.vector_norm(t, dtype=_accumulate_dtype(t.dtype)) for t in tensors]
 
 
 # ----------------------------------------------------------------------------------------------
