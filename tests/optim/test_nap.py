@@ -316,3 +316,13 @@ def test_bf16_weights_use_fp32_norms():
     assert proj._fused is False  # per-group fallback, norms in fp32
     for name, target in proj.targets.items():
         assert proj.norms()[name] == pytest.approx(target, rel=1e-2)
+
+
+def test_projection_follows_a_dtype_change():
+    model = mlp(dtype=torch.float32)
+    proj = NaP(model)
+    proj.project()
+    model.double()
+    perturb(model)
+    proj.project()
+    assert proj.norms()["0"] == pytest.approx(proj.targets["0"], rel=1e-9)

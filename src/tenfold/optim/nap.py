@@ -180,7 +180,7 @@ class NaP:
         self.calls += 1
         if not force and self.calls % self.every:
             return False
-        if self._fused is None:
+        if self._fused is None or (self._fused and not self._fused.matches()):  # first call, or model moved
             self._fused = _Fused.build(self._entries)
         if self._fused:
             self._fused.project_()
@@ -281,6 +281,11 @@ class _Fused:
                        for t in tensors)):
             return False
         return _Fused(entries)
+
+    def matches(self) -> bool:
+        """Whether the tensors are still on the device and dtype this was built for."""
+        first = self.tensors[0]
+        return first.device == self.targets.device and first.dtype == self.targets.dtype
 
     @torch.no_grad()
     def project_(self) -> None:
