@@ -173,6 +173,17 @@ def test_change_detector():
     assert model.weight.abs().max() < 1.0
 
 
+def test_change_detector_mc_estimator_and_parameter_granularity():
+    mu0, theta = torch.zeros(4, 4), 2.0 + torch.zeros(4, 4)
+    for kwargs in (dict(gamma_estimator="mc", gamma_samples=4), dict(granularity="parameter")):
+        model, make = _quad_model(theta, mu0)
+        opt = SoftReset(model.parameters(), sigma0=0.5, prior_mean="zero", ou_noise=False,
+                        generator=torch.Generator().manual_seed(0), **kwargs)
+        opt.step(make(opt))
+        assert opt.last_gammas["group0.param0"] < 0.9
+        assert opt.state[model.weight]["gamma"].shape == ((4, 4) if "granularity" in kwargs else ())
+
+
 # ------------------------------------------------------------------------------ SoftReset optimizer
 def test_gamma_one_is_sgd_bit_for_bit():
     a, b = _mlp(), _mlp()

@@ -128,12 +128,13 @@ def gamma_grad_antithetic(g0: Tensor, g_plus: Tensor, g_minus: Tensor, eps: Tens
 
 
 def gamma_grad_mc(grads: list[Tensor], eps: list[Tensor], theta: Tensor, mu0: Tensor | float,
-                  sigma0: float | Tensor, s: float, gamma: Tensor | float = 1.0, *,
-                  reduce: bool = True) -> Tensor:
+                  sigma0: float | Tensor, s: float | None, gamma: Tensor | float = 1.0, *,
+                  post_var: Tensor | float | None = None, reduce: bool = True) -> Tensor:
     """Plain reparameterised Monte-Carlo estimate, ``mean_k ⟨g_k, (θ − μ0) + std'(γ)·ε_k⟩`` with
-    g_k = ∇L(m(γ) + std(γ)·ε_k). Unbiased but high-variance (one sample swamps the signal)."""
+    g_k = ∇L(m(γ) + std(γ)·ε_k) (posterior variance ``post_var``, default s·σ0²). Unbiased but
+    high-variance (one sample swamps the signal)."""
     var0 = sigma0 * sigma0
-    dstd = drift_std_grad(gamma, s * var0, var0)
+    dstd = drift_std_grad(gamma, s * var0 if post_var is None else post_var, var0)
     terms = sum(g * ((theta - mu0) + dstd * e) for g, e in zip(grads, eps)) / len(grads)
     return terms.sum() if reduce else terms
 
@@ -284,8 +285,9 @@ class _DriftMixin:
                     grads = self._perturbed_grads(closure, drifting, means, stds, eps, +1.0)
                     for _, p, i in drifting:
                         st = self.state[p]
-                        dstd = drift_std_grad(gammas[i], post_var[i], st["sigma0"] ** 2)
-                        ghat[i] += self._reduce(grads[i] * ((theta[i] - st["mu0"]) + dstd * eps[i])) / samples
+                        terms = gamma_grad_mc([grads[i]], [eps[i]], theta[i], st["mu0"], st["sigma0"], None,
+                                              gammas[i], post_var=post_var[i], reduce=False)
+                        ghat[i] += self._reduce(terms) / samples
             for _, p, i in drifting:
                 step = torch.nan_to_num(ghat[i], nan=0.0, posinf=0.0, neginf=0.0)
                 gammas[i] = (gammas[i] - lr * step).clamp(self.defaults["gamma_min"], 1.0)
