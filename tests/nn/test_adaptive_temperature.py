@@ -211,6 +211,10 @@ def test_module_and_bad_arguments():
         log_n_scaled_softmax(logits, n_ref=1)
     with pytest.raises(ValueError, match="kind"):
         two_pass_attention(logits[None], logits[None], logits[None], kind="softmax")
+    with pytest.raises(ValueError, match="method"):
+        attention_row_stats(logits, logits, method="flash")
+    with pytest.raises(ValueError, match="chunk_size"):
+        attention_row_stats(logits, logits, chunk_size=0)
 
 
 def test_log_n_scaling():
@@ -248,12 +252,17 @@ MASKS = {
 
 
 @pytest.mark.parametrize("mask_name", sorted(MASKS))
-@pytest.mark.parametrize("chunk_size", [7, 64, 1000])
-def test_streaming_entropy_equals_dense(mask_name, chunk_size):
+@pytest.mark.parametrize("method,chunk_size", [("chunked", 7), ("chunked", 64), ("chunked", 1000), ("kernel", 0)])
+def test_streaming_entropy_equals_dense(mask_name, method, chunk_size):
     gen = torch.Generator().manual_seed(7)
     q, k = torch.randn(2, 3, 45, 16, generator=gen) * 2, torch.randn(2, 3, 61, 16, generator=gen) * 2
     attn_mask, is_causal = MASKS[mask_name](45, 61)
-    stats = attention_row_stats(q, k, attn_mask=attn_mask, is_causal=is_causal, chunk_size=chunk_size)
+    if method == "kernel" and mask_name == "float-bias":
+        with pytest.raises(ValueError, match="kernel"):
+            attention_row_stats(q, k, attn_mask=attn_mask, method="kernel")
+        return
+    stats = attention_row_stats(q, k, attn_mask=attn_mask, is_causal=is_causal, chunk_size=max(chunk_size, 1),
+                                method=method)
     scores = _dense_scores(q, k, attn_mask, is_causal)
     torch.testing.assert_close(stats.entropy, entropy_from_logits(scores), atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(stats.lse, torch.logsumexp(scores, -1), atol=2e-5, rtol=1e-5)
@@ -272,11 +281,13 @@ def test_streaming_entropy_with_large_offset_stays_accurate():
 
 @pytest.mark.parametrize("mask_name", sorted(MASKS))
 @pytest.mark.parametrize("kind", ["adaptive", "log-n"])
-def test_two_pass_equals_dense(mask_name, kind):
+@pytest.mark.parametrize("method", ["auto", "chunked"])
+def test_two_pass_equals_dense(mask_name, kind, method):
     gen = torch.Generator().manual_seed(9)
     q, k, v = (torch.randn(2, 3, 33, 16, generator=gen) * s for s in (3, 3, 1))
     attn_mask, is_causal = MASKS[mask_name](33, 33)
-    out = two_pass_attention(q, k, v, kind=kind, attn_mask=attn_mask, is_causal=is_causal, chunk_size=10)
+    out = two_pass_attention(q, k, v, kind=kind, attn_mask=attn_mask, is_causal=is_causal, chunk_size=10,
+                             stats_method=method)
     dense = SOFTMAX_FUNCTIONS[kind](_dense_scores(q, k, attn_mask, is_causal)) @ v
     torch.testing.assert_close(out, dense, atol=1e-5, rtol=1e-5)
 
@@ -298,11 +309,12 @@ def test_two_pass_gradients_match_dense():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_two_pass_fully_masked_rows(dtype):
+@pytest.mark.parametrize("method", ["kernel", "chunked"])
+def test_two_pass_fully_masked_rows(dtype, method):
     gen = torch.Generator().manual_seed(11)
     q, k, v = (torch.randn(1, 2, 6, 8, generator=gen).to(dtype) for _ in range(3))
     mask = torch.ones(6, 6, dtype=torch.bool)
     mask[3] = False
-    out, stats = two_pass_attention(q, k, v, attn_mask=mask, return_stats=True)
+    out, stats = two_pass_attention(q, k, v, attn_mask=mask, return_stats=True, stats_method=method)
     assert torch.isfinite(out).all() and torch.all(out[..., 3, :] == 0)
     assert torch.all(stats["beta"][..., 3] == 1)

@@ -104,7 +104,8 @@ def test_sliding_window_attends_to_last_keys_only():
 
 @pytest.mark.parametrize("kind", ["adaptive", "log-n"])
 @pytest.mark.parametrize("causal,window", [(True, None), (False, None), (True, 5)])
-def test_two_pass_path_equals_dense_path(kind, causal, window):
+@pytest.mark.parametrize("grad", [True, False])  # chunked statistics under autograd, the fused kernel without
+def test_two_pass_path_equals_dense_path(kind, causal, window, grad):
     attn = _attention(softmax=kind, causal=causal, window=window)
     attn.qkv.weight.data *= 3  # sharper rows, so beta varies
     x = torch.randn(2, 37, 16)
@@ -112,7 +113,8 @@ def test_two_pass_path_equals_dense_path(kind, causal, window):
     mask[1, ..., :] = False  # a fully masked batch element
     dense = _dense(attn, x, attn_mask=mask)
     attn.two_pass_min_keys, attn.two_pass_chunk = 1, 8  # chunks that do not divide 37
-    two_pass = attn(x, attn_mask=mask)
+    with torch.set_grad_enabled(grad):
+        two_pass = attn(x, attn_mask=mask)
     assert torch.isfinite(two_pass).all()
     torch.testing.assert_close(two_pass, dense, atol=1e-5, rtol=1e-5)
 

@@ -207,14 +207,16 @@ SOFTMAX_FUNCTIONS = {
 # two-pass attention: streaming row statistics, then SDPA on beta-scaled queries
 
 
+STATS_METHODS = ("auto", "chunked", "kernel")
+
+
 @dataclass
 class RowStats:
     """Per-row softmax statistics of attention scores, each shaped (..., L_q): log-sum-exp (-inf for a
-    fully masked row), entropy in nats (0 there), the max valid score and the number of valid keys."""
+    fully masked row), entropy in nats (0 there) and the number of valid keys."""
 
     lse: torch.Tensor
     entropy: torch.Tensor
-    max_logit: torch.Tensor
     count: torch.Tensor
 
 
@@ -233,21 +235,12 @@ def _chunk_mask(attn_mask, is_causal, start, stop, lq, device):
     return valid, bias
 
 
-def attention_row_stats(q: torch.Tensor, k: torch.Tensor, *, scale: float | None = None,
-                        attn_mask: torch.Tensor | None = None, is_causal: bool = False,
-                        chunk_size: int = 1024) -> RowStats:
-    """Streaming entropy of softmax(scale q k^T + mask) over key chunks, in fp32, never holding the full
-    (L_q, L_k) score matrix: keep a running max m, Z = sum e^(s-m) and the centred U = sum e^(s-m)(s-m),
-    rescaled as m grows; H = log Z - U / Z.
-
-    q: (..., L_q, d); k: (..., L_k, d); attn_mask: bool (True = allowed) or additive float, broadcastable to
-    (..., L_q, L_k); is_causal: key j visible to query i iff j <= i."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+def _chunked_row_stats(q, k, scale, attn_mask, is_causal, chunk_size) -> RowStats:
+    """Online pass over key chunks: running max m, Z = sum e^(s-m) and centred U = sum e^(s-m)(s-m);
+    when m grows to m', Z <- a Z and U <- a (U + (m - m') Z) with a = e^(m - m')."""
     dtype = _compute_dtype(q)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     qf, kf = q.to(dtype) * scale, k.to(dtype)
-    shape = torch.broadcast_shapes(qf.shape[:-1], kf.shape[:-2] + qf.shape[-2:-1])
+    shape = torch.broadcast_shapes(qf.shape[:-1], kf.shape[:-2] + qf.shape[-2:-1])  # (..., L_q)
     m = torch.full(shape, float("-inf"), dtype=dtype, device=q.device)
     total, centred, count = torch.zeros_like(m), torch.zeros_like(m), torch.zeros_like(m)
     for start in range(0, k.shape[-2], chunk_size):
@@ -256,51 +249,112 @@ def attention_row_stats(q: torch.Tensor, k: torch.Tensor, *, scale: float | None
         valid, bias = _chunk_mask(attn_mask, is_causal, start, stop, q.shape[-2], q.device)
         if bias is not None:
             s = s + bias.to(dtype)
-        valid = _valid(s, valid)
-        new_m = torch.maximum(m, s.masked_fill(~valid, float("-inf")).amax(-1))
-        finite_new = torch.isfinite(new_m)
-        safe_m = torch.where(finite_new, new_m, torch.zeros_like(new_m))
-        seen = torch.isfinite(m)
-        shift = torch.where(seen, m - safe_m, torch.zeros_like(m))  # <= 0
-        a = torch.where(seen, shift.exp(), torch.zeros_like(m))
-        d = torch.where(valid, s - safe_m.unsqueeze(-1), torch.zeros_like(s))
+        if valid is not None:
+            s = s.masked_fill(~valid, float("-inf"))
+        new_m = torch.maximum(m, s.amax(-1))
+        safe_m = torch.where(torch.isfinite(new_m), new_m, torch.zeros_like(new_m))
+        shift = torch.where(torch.isfinite(m), m - safe_m, torch.zeros_like(m))  # <= 0; 0 before any key
+        a = torch.where(torch.isfinite(m), shift.exp(), torch.zeros_like(m))
+        valid = s > float("-inf")
+        d = torch.where(valid, s - safe_m.unsqueeze(-1), torch.zeros_like(s))  # finite, so gradients stay finite
         w = torch.where(valid, d.exp(), torch.zeros_like(s))
         centred = a * (centred + shift * total) + (w * d).sum(-1)
         total = a * total + w.sum(-1)
-        count = count + valid.to(dtype).sum(-1)
+        count = count + valid.sum(-1)
         m = new_m
     has = total > 0
     safe_total = torch.where(has, total, torch.ones_like(total))
     entropy = torch.where(has, safe_total.log() - centred / safe_total, torch.zeros_like(total))
     lse = torch.where(has, m, torch.full_like(m, float("-inf"))) + safe_total.log()
-    return RowStats(lse=lse, entropy=entropy, max_logit=m, count=count)
+    return RowStats(lse=lse, entropy=entropy, count=count)
+
+
+def _kernel_row_stats(q, k, scale, attn_mask, is_causal) -> RowStats:
+    """Entropy from one fused attention call with the keys as values: s is linear in k, so
+    E_p[s] = scale q . (sum_j p_j k_j) and H = lse - E_p[s]; lse comes from the CPU flash kernel."""
+    dtype = _compute_dtype(q)
+    qf, kf = q.to(dtype), k.to(dtype)
+    lq, lk = q.shape[-2], k.shape[-2]
+    bias = None
+    if attn_mask is not None:
+        valid = attn_mask.to(torch.bool)
+        count = torch.broadcast_to(valid, valid.shape[:-2] + (lq, lk)).sum(-1).to(dtype)
+        bias = torch.zeros(valid.shape, dtype=dtype, device=q.device).masked_fill(~valid, float("-inf"))
+    elif is_causal:
+        count = (torch.arange(lq, device=q.device) + 1).clamp_max(lk).to(dtype)
+    else:
+        count = torch.full((lq,), float(lk), dtype=dtype, device=q.device)
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qf, kf, kf, is_causal=is_causal,
+                                                                           attn_mask=bias, scale=scale)
+    mean_score = scale * (qf * out).sum(-1)  # (..., L_q)
+    count = torch.broadcast_to(count, lse.shape)
+    has = count > 0
+    entropy = torch.where(has, (lse - mean_score).clamp_min(0), torch.zeros_like(lse))
+    lse = torch.where(has, lse, torch.full_like(lse, float("-inf")))
+    return RowStats(lse=lse, entropy=entropy, count=count)
+
+
+def _kernel_available(q, attn_mask) -> bool:
+    return (q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+            and (attn_mask is None or attn_mask.dtype == torch.bool)
+            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+
+
+def attention_row_stats(q: torch.Tensor, k: torch.Tensor, *, scale: float | None = None,
+                        attn_mask: torch.Tensor | None = None, is_causal: bool = False, chunk_size: int = 1024,
+                        method: str = "auto") -> RowStats:
+    """Log-sum-exp, entropy (nats) and valid-key count of each row of softmax(scale q k^T + mask), in fp32,
+    without the full (L_q, L_k) score matrix.
+
+    q: (..., L_q, d); k: (..., L_k, d); attn_mask: bool (True = allowed) or additive float, broadcastable to
+    (..., L_q, L_k); is_causal: key j visible to query i iff j <= i (top-left, as SDPA).
+    ``method="chunked"``: an online pass over key chunks of ``chunk_size`` (differentiable, any mask).
+    ``method="kernel"``: one fused CPU attention call with the keys as values plus its log-sum-exp (a private
+    aten op; no float bias, no gradient through lse). ``"auto"``: the kernel where it applies and no gradient
+    is needed, else chunked."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if method not in STATS_METHODS:
+        raise ValueError(f"method must be one of {STATS_METHODS}, got {method!r}")
+    if attn_mask is not None and is_causal:
+        raise ValueError("give either attn_mask or is_causal=True, not both (as scaled_dot_product_attention)")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    while attn_mask is not None and attn_mask.dim() < 2:  # (L_k,) -> (1, L_k)
+        attn_mask = attn_mask.unsqueeze(0)
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    kernel = _kernel_available(q, attn_mask) and not needs_grad
+    if method == "kernel" and not kernel:
+        raise ValueError("method='kernel' needs CPU tensors, a bool mask or none, and no gradient")
+    if method == "kernel" or (method == "auto" and kernel):
+        return _kernel_row_stats(q, k, scale, attn_mask, is_causal)
+    return _chunked_row_stats(q, k, scale, attn_mask, is_causal, chunk_size)
 
 
 def two_pass_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kind: str = "adaptive",
                        attn_mask: torch.Tensor | None = None, is_causal: bool = False, scale: float | None = None,
                        chunk_size: int = 1024, coeffs: Sequence[float] = PAPER_COEFFS, threshold: float = 0.5,
-                       min_beta: float = 1.0, n_ref: int = 16, beta_grad: bool = True, return_stats: bool = False):
-    """softmax_kind(scale q k^T + mask) v without the (L_q, L_k) weight matrix (Veličković et al., 2024, §2.4
-    of the spec): pass 1 streams each row's entropy (``attention_row_stats``), beta = AT(H) (``kind="adaptive"``)
-    or log(n_valid) / log(n_ref) (``kind="log-n"``); pass 2 is ``scaled_dot_product_attention(beta q, k, v)``
-    with an additive float mask scaled by beta too. Fully masked rows give zeros.
+                       min_beta: float = 1.0, n_ref: int = 16, beta_grad: bool = True, stats_method: str = "auto",
+                       return_stats: bool = False):
+    """softmax_kind(scale q k^T + mask) v without the (L_q, L_k) weight matrix (Veličković et al., 2024; spec §2.4):
+    pass 1 gives each row's entropy (``attention_row_stats``), beta = AT(H) (``kind="adaptive"``) or
+    log(n_valid) / log(n_ref) (``kind="log-n"``); pass 2 is ``scaled_dot_product_attention(beta q, k, v)``, with
+    an additive float mask scaled by beta too. Fully masked rows give zeros.
 
-    q: (..., L_q, d); k, v: (..., L_k, d). ``beta_grad=False`` treats beta as a constant in backward (and
-    keeps pass 1 out of autograd)."""
+    q: (..., L_q, d); k, v: (..., L_k, d). ``beta_grad=False`` treats beta as a constant in backward (pass 1
+    then runs without autograd)."""
     if kind not in ("adaptive", "log-n"):
         raise ValueError(f"kind must be 'adaptive' or 'log-n', got {kind!r}")
-    if attn_mask is not None and is_causal:
-        raise ValueError("give either attn_mask or is_causal=True, not both (as scaled_dot_product_attention)")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    while attn_mask is not None and attn_mask.dim() < 2:  # (L_k,) -> (1, L_k), as SDPA needs
+        attn_mask = attn_mask.unsqueeze(0)
     with torch.set_grad_enabled(beta_grad and torch.is_grad_enabled() and kind == "adaptive"):
-        stats = attention_row_stats(q, k, scale=scale, attn_mask=attn_mask, is_causal=is_causal, chunk_size=chunk_size)
+        stats = attention_row_stats(q, k, scale=scale, attn_mask=attn_mask, is_causal=is_causal,
+                                    chunk_size=chunk_size, method=stats_method)
     if kind == "adaptive":
         beta = adaptive_beta(stats.entropy, coeffs=coeffs, threshold=threshold, min_beta=min_beta)
     else:
         beta = stats.count.clamp_min(1).log() / math.log(n_ref)
     beta = beta.unsqueeze(-1)  # (..., L_q, 1)
-    while attn_mask is not None and attn_mask.dim() < 2:  # (L_k,) -> (1, L_k), as SDPA needs
-        attn_mask = attn_mask.unsqueeze(0)
     if attn_mask is not None and attn_mask.dtype != torch.bool:
         attn_mask = attn_mask * beta.to(attn_mask.dtype)
     out = F.scaled_dot_product_attention(q * beta.to(q.dtype), k, v, attn_mask=attn_mask, is_causal=is_causal,
