@@ -5,9 +5,11 @@ from tenfold._lazy import lazy_exports
 _EXPORTS = {
     "Attention": "attention", "KVCache": "attention",
     "RotaryEmbedding": "rope",
-    "adaptive_temperature_softmax": "adaptive_temperature",
+    "adaptive_temperature_softmax": "adaptive_temperature", "AdaptiveSoftmax": "adaptive_temperature",
+    "two_pass_attention": "adaptive_temperature",
     "LowRankLinear": "structured", "BlockDenseLinear": "structured", "BlockShuffleLinear": "structured",
     "RGLRU": "rglru",
+    "XLSTMStack": "xlstm", "MLSTMBlock": "xlstm", "SLSTMBlock": "xlstm", "SLSTMCell": "xlstm",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
