@@ -1,0 +1,83 @@
+"""The block-diagonal linear map, shared by the structured feed-forward layers (BlockDense,
+BlockShuffle; Wei et al., 2024) and by TRecViT's RG-LRU gates.
+
+    x = concat(x_1, ..., x_B)            x_k has in_features / blocks entries
+    y = concat(W_1 x_1, ..., W_B x_B) + b   W_k is (out_features / blocks, in_features / blocks)
+
+i.e. y = blockdiag(W_1, ..., W_B) x + b, with B times fewer parameters and multiply-adds than a dense
+``nn.Linear(in_features, out_features)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def block_diagonal_matmul(x_blocks: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Apply ``weight`` (blocks, out_b, in_b) block by block to ``x_blocks`` (..., blocks, in_b).
+
+    Returns (..., blocks, out_b): ``y[..., k, :] = weight[k] @ x_blocks[..., k, :]``.
+    """
+    blocks, out_b, in_b = weight.shape
+    if x_blocks.shape[-2:] != (blocks, in_b):
+        raise ValueError(f"expected input shaped (..., {blocks}, {in_b}), got {tuple(x_blocks.shape)}")
+    lead = x_blocks.shape[:-2]
+    flat = x_blocks.reshape(-1, blocks, in_b).transpose(0, 1)  # (blocks, tokens, in_b)
+    out = torch.bmm(flat, weight.transpose(1, 2))  # (blocks, tokens, out_b)
+    return out.transpose(0, 1).reshape(*lead, blocks, out_b)  # (..., blocks, out_b)
+
+
+class BlockDiagonalLinear(nn.Module):
+    """y = blockdiag(W_1, ..., W_B) x + b (a linear layer whose weight is block-diagonal).
+
+    Args:
+        in_features, out_features: widths; both must be divisible by ``blocks``.
+        blocks: number of diagonal blocks B (B = 1 is a dense linear layer).
+        bias: add a learned bias of size ``out_features`` after the product.
+
+    ``weight`` is shaped (B, out_features / B, in_features / B); it is initialised like
+    ``nn.Linear`` (uniform in ±1/sqrt(fan_in) with fan_in = in_features / B).
+    """
+
+    def __init__(self, in_features: int, out_features: int, blocks: int, bias: bool = True,
+                 device=None, dtype=None):
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features), ("blocks", blocks)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if in_features % blocks or out_features % blocks:
+            raise ValueError(f"blocks ({blocks}) must divide in_features ({in_features}) and "
+                             f"out_features ({out_features})")
+        self.in_features, self.out_features, self.blocks = in_features, out_features, blocks
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(blocks, out_features // blocks, in_features // blocks, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in_features // self.blocks)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def blocked(self, x_blocks: torch.Tensor) -> torch.Tensor:
+        """(..., B, in/B) -> (..., B, out/B), without the bias."""
+        return block_diagonal_matmul(x_blocks, self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"expected input shaped (..., {self.in_features}), got {tuple(x.shape)}")
+        x_blocks = x.reshape(*x.shape[:-1], self.blocks, self.in_features // self.blocks)  # (..., B, in/B)
+        y = self.blocked(x_blocks).reshape(*x.shape[:-1], self.out_features)  # (..., out)
+        return y if self.bias is None else y + self.bias
+
+    def to_dense(self) -> torch.Tensor:
+        """The full (out_features, in_features) weight matrix."""
+        return torch.block_diag(*self.weight.unbind(0))
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, blocks={self.blocks}, "
+                f"bias={self.bias is not None}")

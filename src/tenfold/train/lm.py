@@ -1,0 +1,227 @@
+"""The language-model training loop: AdamW, gradient clipping, linear warm-up then cosine decay to
+``min_lr_frac · lr``, optional self-guided training of structured FFNs (Wei et al., 2024), loss-spike
+counting, and the same result in one process or under ``torchrun`` (DDP, gloo on CPU).
+
+Data parallelism: every rank draws the same global batch from a generator seeded with ``seed`` and
+keeps its contiguous slice; DDP averages the gradients, so with equal slices the update equals one
+process's update on the whole global batch. Run it with e.g.
+
+    torchrun --nproc-per-node 2 -m your_script        # calls tenfold.utils.distributed.init_from_env()
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from tenfold.nn.structured import SCHEDULES, SelfGuidedTraining, structured_layers
+from tenfold.tasks.text import CharCorpus
+from tenfold.utils.distributed import world
+
+
+@dataclass
+class LMTrainConfig:
+    steps: int = 300
+    batch_size: int = 32  # global, over all ranks
+    context: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1  # on matrices (dim >= 2) only
+    beta1: float = 0.9
+    beta2: float = 0.999
+    warmup_frac: float = 0.1
+    min_lr_frac: float = 0.1
+    clip: float = 1.0
+    eval_every: int = 0  # validation every n steps (0: only at the end)
+    eval_windows: int | None = None  # cap on validation windows per evaluation (None: all)
+    sgt: bool = False  # self-guided training of the structured layers
+    sgt_ratio: float = 0.5
+    sgt_schedule: str = "cosine"
+    sgt_reduce_flop: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "context"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_frac < 1 or not 0 <= self.min_lr_frac <= 1:
+            raise ValueError("warmup_frac must be in [0, 1) and min_lr_frac in [0, 1]")
+        if self.sgt_schedule not in SCHEDULES:
+            raise ValueError(f"sgt_schedule must be one of {SCHEDULES}, got {self.sgt_schedule!r}")
+
+
+def lr_at(step: int, cfg: LMTrainConfig) -> float:
+    """Learning rate of step ``step`` (0-based): linear warm-up over ``warmup_frac · steps`` steps,
+    then cosine from ``lr`` to ``min_lr_frac · lr`` at the last step."""
+    warmup = int(cfg.warmup_frac * cfg.steps)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    span = max(cfg.steps - 1 - warmup, 1)
+    progress = min((step - warmup) / span, 1.0)
+    low = cfg.min_lr_frac * cfg.lr
+    return low + 0.5 * (cfg.lr - low) * (1 + math.cos(math.pi * progress))
+
+
+def count_loss_spikes(losses, window: int = 10, threshold: float = 0.3, start: int = 20) -> int:
+    """Steps t >= ``start`` whose loss exceeds the median of the previous ``window`` losses by more
+    than ``threshold`` nats."""
+    losses = [float(v) for v in losses]
+    return sum(1 for t in range(max(start, window), len(losses))
+               if losses[t] > statistics.median(losses[t - window: t]) + threshold)
+
+
+def make_optimizer(model: nn.Module, cfg: LMTrainConfig) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def matmul_macs_per_token(model: nn.Module) -> int:
+    """Multiply-adds per token of every weight matrix (dim >= 2), guides excluded, learned position
+    table excluded (a lookup), tied token embedding counted once (it is the output head).
+    Attention scores are not included."""
+    guides = {id(layer.guide) for layer in structured_layers(model) if layer.guide is not None}
+    pos = getattr(model, "pos", None)
+    skip = guides | ({id(pos.weight)} if pos is not None else set())
+    return sum(p.numel() for p in model.parameters() if p.dim() >= 2 and id(p) not in skip)
+
+
+def deployed_params(model: nn.Module) -> int:
+    """Parameters of the model without any self-guided-training guide."""
+    guides = {id(layer.guide) for layer in structured_layers(model) if layer.guide is not None}
+    return sum(p.numel() for p in model.parameters() if id(p) not in guides)
+
+
+def _guide_macs(model: nn.Module) -> int:
+    """Σ over structured layers of (guide calls so far) × (guide size)."""
+    return sum(layer.guide_calls * layer.in_features * layer.out_features for layer in structured_layers(model))
+
+
+def _all_reduce(values: list[float]) -> list[float]:
+    if world().size == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+@torch.no_grad()
+def evaluate_lm(model: nn.Module, corpus: CharCorpus, context: int, max_windows: int | None = None,
+                batch_size: int = 64) -> float:
+    """Mean next-character cross-entropy (nats) over the validation windows (the first
+    ``max_windows`` when given); windows are split over ranks and the sums all-reduced."""
+    rank, size = world().rank, world().size
+    was_training = model.training
+    model.eval()
+    total, count, index = 0.0, 0, 0
+    for x, y in corpus.windows("val", context, batch_size):
+        if max_windows is not None and index >= max_windows:
+            break
+        keep = [i for i in range(len(x)) if (index + i) % size == rank
+                and (max_windows is None or index + i < max_windows)]
+        index += len(x)
+        if not keep:
+            continue
+        logits = model(x[keep])
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[keep].reshape(-1),  # (b*ctx, vocab)
+                                 reduction="sum").item()
+        count += y[keep].numel()
+    model.train(was_training)
+    total, count = _all_reduce([total, float(count)])
+    return total / count
+
+
+def _wrap(model: nn.Module, find_unused: bool) -> nn.Module:
+    if world().size == 1:
+        return model
+    return DistributedDataParallel(model, find_unused_parameters=find_unused)
+
+
+def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig, seed: int = 0, progress=None) -> dict:
+    """Train ``model`` (a ``tenfold.models.GPT``) on ``corpus`` and return a JSON-able record:
+    per-step training losses (global-batch mean), α per step, final validation loss, loss spikes,
+    training FLOPs (matrix products, ×3 for backward, guides included), deployed parameters, timing."""
+    rank, size = world().rank, world().size
+    if cfg.batch_size % size:
+        raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the world size ({size})")
+    per_rank = cfg.batch_size // size
+    sgt = (SelfGuidedTraining(model, total_steps=cfg.steps, ratio=cfg.sgt_ratio, schedule=cfg.sgt_schedule,
+                              reduce_flop=cfg.sgt_reduce_flop, seed=seed) if cfg.sgt else None)
+    optimizer = make_optimizer(model, cfg)
+    net = _wrap(model, find_unused=sgt is not None)
+    generator = torch.Generator().manual_seed(seed)
+    macs = matmul_macs_per_token(model)
+    tokens_per_step = cfg.batch_size * cfg.context
+    losses, alphas, val_curve = [], [], []
+    guide_flops = 0.0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    steps = range(cfg.steps) if progress is None else progress(range(cfg.steps))
+    for step in steps:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        x, y = corpus.batch("train", cfg.batch_size, cfg.context, generator)
+        x, y = x[rank * per_rank: (rank + 1) * per_rank], y[rank * per_rank: (rank + 1) * per_rank]
+        calls_before = _guide_macs(model)
+        logits = net(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # (b*ctx, vocab)
+        guide_flops += 6.0 * (_guide_macs(model) - calls_before) * per_rank * cfg.context * size
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        alphas.append(sgt.alpha if sgt is not None and not sgt.closed else 0.0)
+        if sgt is not None:
+            sgt.after_backward()
+        if cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        optimizer.step()
+        if sgt is not None and sgt.maybe_close(optimizer):
+            net = _wrap(model, find_unused=False)
+        losses.append(_all_reduce([loss.item()])[0] / size)
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            val_curve.append((step + 1, evaluate_lm(model, corpus, cfg.context, cfg.eval_windows)))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    if sgt is not None and not sgt.closed:  # ratio 1: the guides close at the last step
+        sgt.count = max(sgt.count, sgt.guided_steps)
+        sgt.maybe_close(optimizer)
+    val = evaluate_lm(model, corpus, cfg.context, cfg.eval_windows)
+    val_curve.append((cfg.steps, val))
+    return {
+        "losses": losses, "alphas": alphas, "val_loss": val, "val_curve": val_curve,
+        "spikes": count_loss_spikes(losses),
+        "train_flops": 6.0 * macs * tokens_per_step * cfg.steps + guide_flops,
+        "guide_flops": guide_flops, "params": deployed_params(model),
+        "s_per_step": wall / cfg.steps, "cpu_s": cpu, "world_size": size,
+    }
+
+
+def train_gpt_on_text(model: dict, train: dict, seed: int = 0, ffn: dict | None = None, text: str | None = None,
+                      rope: bool = False, return_weights: bool = False) -> dict:
+    """Build a character corpus (``text``, or the pydoc topics when None), seed torch with ``seed``,
+    build ``GPT(GPTConfig(vocab_size=..., **model), ffn=structured_ffn(**ffn))`` (with a shared
+    ``RotaryEmbedding`` and no learned positions when ``rope``) and train it with
+    ``LMTrainConfig(**train)``. Importable by name, so it also runs in ``run_processes`` workers or
+    under torchrun (every rank builds the same model from the same seed)."""
+    from tenfold.models.gpt import GPT, GPTConfig
+    from tenfold.nn.structured import structured_ffn
+
+    corpus = CharCorpus.pydoc() if text is None else CharCorpus(text)
+    torch.manual_seed(seed)
+    cfg = GPTConfig(vocab_size=corpus.vocab_size, **({**model, "pos_embedding": "none"} if rope else model))
+    rotary = None
+    if rope:
+        from tenfold.nn.rope import RotaryEmbedding
+
+        rotary = RotaryEmbedding(cfg.dim // cfg.num_heads)
+    net = GPT(cfg, rope=rotary, ffn=structured_ffn(**ffn) if ffn else None)
+    record = train_lm(net, corpus, LMTrainConfig(**train), seed=seed)
+    if return_weights:
+        record["weights"] = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).tolist()  # (params,)
+    return record
