@@ -1,0 +1,261 @@
+"""Structured feed-forward layers and self-guided training (Wei, Moalla, Pascanu, Gulcehre, NeurIPS 2024,
+arXiv 2406.16450), reproduced at CPU scale in two parts:
+
+1. A character language model on the standard library's ``pydoc_data.topics`` text: a small GPT with
+   dense FFNs against LowRank FFNs at 63% (R = d/2) and 32% (R = d/4) of the FFN parameters (layer 0
+   dense), and LowRank 32% with self-guided training (cosine α over the first half). Claims: the
+   validation loss orders dense < 63% < 32%, and self-guided training closes at least a quarter of the
+   gap between LowRank 32% and dense. Loss spikes are counted and reported.
+2. FFN throughput at equal width (fc1 → GELU → fc2, fp32, no grad, one thread), dense and LowRank
+   timed side by side (interleaved): LowRank 32% must be ≥ 1.5× faster at width 1024 with 8192
+   tokens; the crossover where the merged (pre-merged dense) form beats the factored one at few
+   tokens is reported. Measured once in ``evaluate`` (one process, nothing else of ours running).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tenfold import plotting
+from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats, stack_seeds
+from tenfold.nn.structured import LowRankLinear, StructuredMLP
+from tenfold.train.lm import train_gpt_on_text
+from tenfold.utils.bench import BenchRow, compare
+
+ARMS = ("dense", "lowrank63", "lowrank32", "lowrank32_sgt")
+ARM_FFN = {"dense": None, "lowrank63": {"kind": "lowrank", "rank_fraction": 0.5},
+           "lowrank32": {"kind": "lowrank", "rank_fraction": 0.25},
+           "lowrank32_sgt": {"kind": "lowrank", "rank_fraction": 0.25}}
+PAPER = ("Wei, Moalla, Pascanu, Gulcehre, 'Building on Efficient Foundations: Effectively Training LLMs with "
+         "Structured Feedforward Layers', NeurIPS 2024 (arXiv 2406.16450)")
+
+
+@dataclass
+class Config:
+    seeds: tuple[int, ...] = (0, 1)
+    # character LM
+    dim: int = 64
+    num_layers: int = 4
+    num_heads: int = 4
+    context: int = 64
+    batch_size: int = 32
+    steps: int = 600
+    lr: float = 3e-3
+    sgt_ratio: float = 0.5
+    rope: bool = True
+    eval_windows: int = 0  # 0: every validation window
+    # throughput (measured in evaluate)
+    claim_width: int = 1024
+    claim_tokens: int = 8192
+    grid_widths: tuple[int, ...] = (256, 512, 1024)
+    grid_tokens: tuple[int, ...] = (64, 1024, 8192)
+    merge_width: int = 512
+    merge_tokens: tuple[int, ...] = (1, 4, 16, 64, 256)
+    repeats: int = 3
+
+
+PRESETS = {
+    "smoke": Config(seeds=(0,), dim=32, num_layers=2, context=32, batch_size=8, steps=12, eval_windows=20,
+                    claim_width=256, claim_tokens=256, grid_widths=(128,), grid_tokens=(64,), merge_width=128,
+                    merge_tokens=(1, 16), repeats=1),
+    "quick": Config(),
+    "full": Config(seeds=(0, 1, 2, 3, 4), steps=2000, grid_widths=(256, 512, 1024, 1536),
+                   grid_tokens=(16, 512, 4096, 16384), repeats=5),
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# part 1: the character LM
+
+
+def run_seed(cfg: Config, ctx: RunContext) -> dict:
+    model = {"dim": cfg.dim, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
+             "max_seq_len": cfg.context, "bias": True}
+    record = {}
+    for arm in ctx.progress(ARMS, desc="arms"):
+        train = {"steps": cfg.steps, "batch_size": cfg.batch_size, "context": cfg.context, "lr": cfg.lr,
+                 "sgt": arm.endswith("_sgt"), "sgt_ratio": cfg.sgt_ratio,
+                 "eval_windows": cfg.eval_windows or None}
+        result = train_gpt_on_text(model, train, seed=ctx.seed, ffn=ARM_FFN[arm], rope=cfg.rope)
+        record[arm] = {key: result[key] for key in
+                       ("losses", "alphas", "val_loss", "spikes", "train_flops", "guide_flops", "params",
+                        "s_per_step", "cpu_s")}
+    return record
+
+
+def _arm_metric(records: dict[int, dict], arm: str, key: str) -> dict:
+    return seed_stats(records[seed][arm][key] for seed in sorted(records))
+
+
+def _smooth(values: np.ndarray, width: int = 20) -> np.ndarray:
+    kernel = np.ones(width) / width
+    return np.stack([np.convolve(row, kernel, mode="valid") for row in values])  # (seeds, steps - width + 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# part 2: FFN throughput
+
+
+def _ffn_pair(width: int, rank: int):
+    torch.manual_seed(0)
+    return StructuredMLP(width, 4 * width, "dense"), StructuredMLP(width, 4 * width, "lowrank", rank=rank)
+
+
+def _ffn_speedup(width: int, tokens: int, rank: int, repeats: int) -> BenchRow:
+    dense, lowrank = _ffn_pair(width, rank)
+    x = torch.randn(tokens, width)
+    with torch.no_grad():
+        return compare("ffn", ("dense", lambda: dense(x)), (f"lowrank R={rank}", lambda: lowrank(x)),
+                       warmup=1, repeats=repeats, width=width, tokens=tokens, rank=rank)
+
+
+def _merge_ratio(width: int, tokens: int, repeats: int) -> BenchRow:
+    """Factored LowRank (R = width/4, fc1-sized) against its merged dense weight."""
+    torch.manual_seed(0)
+    layer = LowRankLinear(width, 4 * width, width // 4)
+    with torch.no_grad():
+        merged = layer.merge().contiguous()
+        x = torch.randn(tokens, width)
+        return compare("merge", ("factored", lambda: layer(x)),
+                       ("merged", lambda: torch.nn.functional.linear(x, merged, layer.bias)),
+                       warmup=2, repeats=max(repeats, 5), inner=20, width=width, tokens=tokens)
+
+
+def measure_throughput(cfg: Config) -> dict:
+    """Speed-ups (dense time / LowRank time) on the grid and at the claim cell, and the pre-merge
+    ratios (factored time / merged time), all at one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        grid = {}
+        for width in cfg.grid_widths:
+            for tokens in cfg.grid_tokens:
+                for share, rank in (("63", width // 2), ("32", width // 4)):
+                    row = _ffn_speedup(width, tokens, rank, cfg.repeats)
+                    grid[f"{share}/{width}/{tokens}"] = 1.0 / row.ratio
+        claim = grid.get(f"32/{cfg.claim_width}/{cfg.claim_tokens}")
+        if claim is None:
+            claim = 1.0 / _ffn_speedup(cfg.claim_width, cfg.claim_tokens, cfg.claim_width // 4, cfg.repeats).ratio
+        merge = {tokens: 1.0 / _merge_ratio(cfg.merge_width, tokens, cfg.repeats).ratio for tokens in cfg.merge_tokens}
+    finally:
+        torch.set_num_threads(threads)
+    return {"grid": grid, "claim_speedup": claim, "merge_speedup": merge}
+
+
+# ---------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
+    val = {arm: _arm_metric(records, arm, "val_loss") for arm in ARMS}
+    mean = {arm: val[arm]["mean"] for arm in ARMS}
+    gap = mean["lowrank32"] - mean["dense"]
+    closure = (mean["lowrank32"] - mean["lowrank32_sgt"]) / gap if gap > 0 else float("nan")
+    speed = measure_throughput(cfg)
+    merged_wins = [t for t, s in speed["merge_speedup"].items() if s > 1.0]
+    metrics = {
+        "val_loss": val,
+        "val_ppl": {arm: float(np.exp(mean[arm])) for arm in ARMS},
+        "loss_spikes": {arm: _arm_metric(records, arm, "spikes") for arm in ARMS},
+        "params": {arm: records[min(records)][arm]["params"] for arm in ARMS},
+        "train_flops": {arm: _arm_metric(records, arm, "train_flops") for arm in ARMS},
+        "guide_flops": _arm_metric(records, "lowrank32_sgt", "guide_flops"),
+        "s_per_step": {arm: _arm_metric(records, arm, "s_per_step") for arm in ARMS},
+        "sgt_gap_closure": closure,
+        "ffn_speedup_grid": speed["grid"],
+        "ffn_speedup_claim_cell": {"width": cfg.claim_width, "tokens": cfg.claim_tokens,
+                                   "speedup": speed["claim_speedup"], "flop_ratio": 3.2},
+        "premerge_speedup": {"width": cfg.merge_width, "by_tokens": speed["merge_speedup"],
+                             "merged_wins_up_to_tokens": max(merged_wins) if merged_wins else 0},
+        "flop_ratio": {"63": 1.6, "32": 3.2},
+    }
+    claims = [
+        check("structured-ffn.dense-beats-63", "Dense FFNs reach a lower validation loss than LowRank 63% "
+              "(measured: loss(63%) - loss(dense), nats)",
+              "Table 1: dense 12.46 PPL vs LowRank 63% 12.86 at 1.3B", mean["lowrank63"] - mean["dense"], "> 0"),
+        check("structured-ffn.63-beats-32", "LowRank 63% reaches a lower validation loss than LowRank 32% "
+              "(measured: loss(32%) - loss(63%), nats)",
+              "Table 1: LowRank 63% 12.86 PPL vs 32% 13.55 at 1.3B", mean["lowrank32"] - mean["lowrank63"], "> 0"),
+        check("structured-ffn.sgt-gap", "Self-guided training closes at least a quarter of the validation-loss "
+              "gap between LowRank 32% and dense (fraction closed)",
+              "SGT brings 32% LowRank to ~0.4 PPL of dense at 1.3B; smoother, closer to dense (Fig. 3)",
+              closure, ">= 0.25"),
+        check("structured-ffn.speedup", f"LowRank 32% FFN is at least 1.5x faster than dense at width "
+              f"{cfg.claim_width} with {cfg.claim_tokens} tokens (CPU, 1 thread, fp32; FLOP ratio 3.2)",
+              "2.6x FFN speed-up with 32% FFN parameters (A100, bf16, 30K tokens)", speed["claim_speedup"], ">= 1.5"),
+    ]
+    return Evaluation(claims, metrics, [_loss_figure(cfg, records, out_dir), _speed_figure(cfg, speed, out_dir)])
+
+
+def _loss_figure(cfg: Config, records: dict[int, dict], out_dir: Path) -> str:
+    fig, ax = plotting.figure(width=6.0)
+    for arm in ARMS:
+        losses = stack_seeds({s: records[s][arm] for s in records}, "losses")  # (seeds, steps)
+        smooth = _smooth(losses, min(20, losses.shape[1]))
+        plotting.band(ax, np.arange(smooth.shape[1]) + (losses.shape[1] - smooth.shape[1]), smooth, label=arm)
+    ax.set(xlabel="step", ylabel="training loss (nats/char, 20-step mean)", title="character LM on pydoc topics")
+    ax.legend()
+    return plotting.save(fig, out_dir, "loss_curves.png")
+
+
+def _speed_figure(cfg: Config, speed: dict, out_dir: Path) -> str:
+    fig, (left, right) = plotting.figure(ncols=2)
+    for width in cfg.grid_widths:
+        for share, style in (("32", "-"), ("63", "--")):
+            ys = [speed["grid"][f"{share}/{width}/{t}"] for t in cfg.grid_tokens]
+            left.plot(cfg.grid_tokens, ys, style, marker="o", label=f"d={width}, {share}%")
+    for ratio in (1.6, 3.2):
+        left.axhline(ratio, color="gray", linestyle=":", linewidth=1)
+    left.axhline(1.0, color="black", linewidth=0.8)
+    left.set(xscale="log", xlabel="tokens", ylabel="speed-up over dense (FLOP ratio dotted)",
+             title="FFN forward, 1 thread")
+    left.legend(fontsize=7)
+    tokens = list(speed["merge_speedup"])
+    right.plot(tokens, [speed["merge_speedup"][t] for t in tokens], marker="o")
+    right.axhline(1.0, color="black", linewidth=0.8)
+    right.set(xscale="log", xlabel="tokens", ylabel="merged speed-up over factored",
+              title=f"pre-merge, LowRank 32%, d={cfg.merge_width}")
+    return plotting.save(fig, out_dir, "throughput.png")
+
+
+# ---------------------------------------------------------------------------------------------------
+# bench
+
+
+def bench(quick: bool = True) -> list[BenchRow]:
+    """FFN forward (fp32, no grad, one thread) of each structure against dense at the same width;
+    ratio = structured time / dense time."""
+    widths, tokens = ((512, 1024), (1024, 8192)) if quick else ((256, 512, 1024, 1536), (512, 4096, 16384))
+    variants = [("lowrank63", "lowrank", {"rank_frac": 2}), ("lowrank32", "lowrank", {"rank_frac": 4}),
+                ("blockdense32", "blockdense", {"rank_frac": 8 / 3, "blocks": 4}),
+                ("blockshuffle63", "blockshuffle", {"blocks": 2}), ("blockshuffle32", "blockshuffle", {"blocks": 4})]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    try:
+        for width in widths:
+            torch.manual_seed(0)
+            dense = StructuredMLP(width, 4 * width, "dense")
+            for name, kind, kw in variants:
+                rank = None if "rank_frac" not in kw else int(width / kw["rank_frac"]) // 4 * 4
+                module = StructuredMLP(width, 4 * width, kind, rank=rank, blocks=kw.get("blocks"))
+                for n in tokens:
+                    x = torch.randn(n, width)
+                    with torch.no_grad():
+                        rows.append(compare(f"ffn/{name}", ("dense", lambda: dense(x)), (name, lambda: module(x)),
+                                            warmup=1, repeats=3 if quick else 7, width=width, tokens=n, rank=rank))
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+EXPERIMENT = Experiment(
+    name="structured-ffn", paper=PAPER, presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0,
+    claim_ids=("structured-ffn.dense-beats-63", "structured-ffn.63-beats-32", "structured-ffn.sgt-gap",
+               "structured-ffn.speedup"),
+    bench=bench,
+)
