@@ -54,6 +54,7 @@ class Config:
     num_heads: int = 4
     num_layers: int = 1
     ffn_mult: float = 2.0
+    tie_embeddings: bool = False  # tied: heads split between previous and current token, task P plateaus ~0.9
     batch: int = 32
     lr: float = 3e-3
     warmup: int = 50
@@ -92,7 +93,8 @@ def build_model(cfg: Config, arm: str, vocab_size: int) -> GPT:
     head_dim = cfg.dim // cfg.num_heads
     rope = RotaryEmbedding(head_dim, base=cfg.base, max_len=max(cfg.test_len, cfg.p_len, cfg.s_len), **ARMS[arm])
     gpt_cfg = GPTConfig(vocab_size=vocab_size, dim=cfg.dim, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-                        ffn_mult=cfg.ffn_mult, pos_embedding="none", max_seq_len=cfg.test_len)
+                        ffn_mult=cfg.ffn_mult, pos_embedding="none", max_seq_len=cfg.test_len,
+                        tie_embeddings=cfg.tie_embeddings)
     return GPT(gpt_cfg, rope=rope)
 
 
@@ -350,12 +352,12 @@ def _figure_usage(cfg, records, arms, out_dir) -> str:
     for (arm, task), share in shares.items():
         row, col = arms.index(arm), ("positional", "semantic").index(task)
         ax = axes[row, col]
-        image = ax.imshow(share, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+        ax.imshow(share, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
         ax.set(title=f"{arm}, {task}", ylabel="head", xticks=range(share.shape[1]))
         ax.title.set_fontsize(8)
         if row == len(arms) - 1:
             ax.set_xlabel("pair (fastest -> slowest)")
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="share of q.k bound")
+    fig.suptitle(f"share of each head's q.k chunk bound per pair (colour scale 0 to {vmax:.2f})", fontsize=9)
     return plotting.save(fig, out_dir, "frequency_usage.png")
 
 
