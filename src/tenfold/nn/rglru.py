@@ -212,11 +212,12 @@ class RGLRU(nn.Module):
         ring_init_(self.a_param, self.min_rad, self.max_rad)
 
     def gates(self, v: torch.Tensor, reset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decay a_t and normalised input b_t = m_t i_t v_t, both (batch, T, W) fp32; reset: (T,) bool."""
-        v = v.float()
-        gate_x = torch.sigmoid(self.input_gate(v))
-        gate_a = torch.sigmoid(self.a_gate(v))
-        log_a = -self.c * gate_a * F.softplus(self.a_param.float())
+        """Decay a_t and normalised input b_t = m_t i_t v_t, both (batch, T, W) in at least fp32; reset: (T,) bool."""
+        acc = torch.promote_types(v.dtype, torch.float32)  # the recurrence runs in fp32 (or fp64)
+        gate_x = torch.sigmoid(self.input_gate(v)).to(acc)
+        gate_a = torch.sigmoid(self.a_gate(v)).to(acc)
+        v = v.to(acc)
+        log_a = -self.c * gate_a * F.softplus(self.a_param.to(acc))
         multiplier = sqrt_bounded_grad(-torch.expm1(2.0 * log_a))  # sqrt(1 - a_t^2)
         keep = (~reset).to(v.dtype)[None, :, None]  # (1, T, 1): 0 at a reset
         a = torch.exp(log_a) * keep

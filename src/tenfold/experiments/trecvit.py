@@ -1,0 +1,484 @@
+"""TRecViT (arXiv 2412.14294) at CPU scale: accuracy on synthetic video tasks against ViViT baselines,
+efficiency ratios as the number of frames grows, and constant-cost streaming.
+
+Part 1, tasks (per seed): TRecViT-tiny, factorised ViViT (temporal MHSA + time embedding), joint
+space-time ViViT and a no-time control (per-frame ViT, bag of frames) are trained on ``direction``
+and ``count`` clips generated in code (fresh clips each step; a fixed held-out set). The baselines'
+MLP widths are chosen so that every arm has TRecViT's parameter count (within a few percent). A
+colour cue remembered over the clip (``memory``, TRecViT with the last frame's readout) is reported.
+
+Part 2, efficiency (deterministic, once, on the meta device so no weights are allocated): forward
+FLOPs and saved-activation bytes of the joint ViViT over TRecViT for T in ``efficiency_frames``;
+and the paper-scale TRecViT-B vs ViViT-L ratios at 32 frames of 224^2, beside the paper's 3x/5x/12x.
+
+Part 3, streaming (per seed): per-frame latency of ``TRecViT.step`` early and late in a stream, and
+its state size, against a causal joint ViViT with a KV cache.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from tenfold import plotting
+from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats
+from tenfold.models.trecvit import TRecViT, TRecViTConfig
+from tenfold.models.vivit import PerFrameViT, ViViTFactorised, ViViTJoint
+from tenfold.nn.rglru import linear_scan
+from tenfold.tasks.video import make_task, num_classes
+from tenfold.utils import BenchRow, activation_bytes, compare, count_flops, count_parameters
+
+ARMS = ("trecvit", "factorised", "joint", "no_time")
+BASELINES = ("factorised", "joint")
+CHANCE = {"direction": 0.25, "count": 0.2, "memory": 0.25}
+# thresholds, fixed before the final runs
+MARGIN = 0.02  # TRecViT >= best ViViT - MARGIN (issue 9)
+NO_TIME_SIGN_MAX = 0.6  # sign accuracy of the bag-of-frames control, chance 0.5
+FLOP_RATIO_AT_64 = 1.5  # joint / TRecViT forward FLOPs at 64 frames
+MEMORY_RATIO_AT_64 = 2.0  # joint / TRecViT saved activations at 64 frames
+LATENCY_FLAT_MAX = 1.3  # TRecViT step latency late / early
+
+
+@dataclass
+class Config:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    tasks: tuple[str, ...] = ("direction", "count")
+    arms: tuple[str, ...] = ARMS
+    frames: int = 8
+    size: int = 16
+    patch: int = 4
+    width: int = 32
+    depth: int = 2
+    num_heads: int = 2
+    mlp_dim: int = 64
+    rep_size: int = 64
+    steps: int = 250  # training steps on 'direction'
+    count_steps: int = 150  # training steps on 'count'
+    no_time_tasks: tuple[str, ...] = ("direction",)  # tasks that also train the no-time control
+    batch: int = 32
+    lr: float = 5e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.05
+    clip_norm: float = 1.0  # 0: no gradient clipping
+    flash_side: int = 4  # side of the flashing square in 'count'
+    distractors: int = 1  # static distractor squares in 'direction'
+    directions: int = 2  # 2 (+x, -x: a bag of frames is at chance) or 4 (+-x, +-y)
+    eval_clips: int = 512
+    eval_seed: int = 12345
+    memory_frames: int = 8  # 0 skips the memory task
+    memory_steps: int = 150
+    efficiency_frames: tuple[int, ...] = (8, 16, 32, 64)
+    paper_scale: bool = True  # TRecViT-B vs ViViT-L on meta
+    stream_frames: int = 256  # 0 skips streaming
+    stream_window: int = 16  # frames timed at the start and at the end of the stream
+    stream_repeats: int = 5
+
+
+PRESETS = {
+    "smoke": Config(seeds=(0,), steps=3, count_steps=3, eval_clips=64, memory_steps=2, efficiency_frames=(8, 16),
+                    paper_scale=False, stream_frames=24, stream_window=4, stream_repeats=1),
+    "quick": Config(),
+    "full": Config(seeds=(0, 1, 2, 3, 4), steps=600, count_steps=400, eval_clips=1024, memory_frames=16,
+                   memory_steps=400,
+                   no_time_tasks=("direction", "count"),
+                   efficiency_frames=(8, 16, 32, 64, 128, 256), stream_frames=512),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# models at matched parameter counts
+
+
+def _classes(cfg: Config, task: str) -> int:
+    return cfg.directions if task == "direction" else num_classes(task)
+
+
+def trecvit_config(cfg: Config, task: str, frames: int, **overrides) -> TRecViTConfig:
+    fields = dict(width=cfg.width, depth=cfg.depth, mlp_dim=cfg.mlp_dim, num_heads=cfg.num_heads, patch=cfg.patch,
+                  image_size=cfg.size, rep_size=cfg.rep_size, num_classes=_classes(cfg, task), frames_per_clip=frames)
+    return TRecViTConfig(**{**fields, **overrides})
+
+
+def _build(arm: str, cfg: Config, task: str, frames: int, mlp_dim: int):
+    base = trecvit_config(cfg, task, frames, mlp_dim=mlp_dim)
+    if arm == "trecvit":
+        return TRecViT(base)
+    if arm == "factorised":
+        return ViViTFactorised(base)
+    if arm == "no_time":
+        return PerFrameViT(base)
+    if arm == "joint":
+        return ViViTJoint(width=cfg.width, depth=cfg.depth, mlp_dim=mlp_dim, num_heads=cfg.num_heads,
+                          num_frames=frames, tubelet=1, patch=cfg.patch, image_size=cfg.size,
+                          num_classes=_classes(cfg, task))
+    raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
+
+
+def _params(arm: str, cfg: Config, task: str, frames: int, mlp_dim: int) -> int:
+    return count_parameters(_build(arm, cfg, task, frames, mlp_dim))  # tiny models: cheap to build
+
+
+def matched_mlp_dim(arm: str, cfg: Config, task: str, frames: int) -> int:
+    """The MLP width giving ``arm`` TRecViT's parameter count (parameters are linear in mlp_dim)."""
+    target = _params("trecvit", cfg, task, frames, cfg.mlp_dim)
+    if arm == "trecvit":
+        return cfg.mlp_dim
+    p1, p2 = (_params(arm, cfg, task, frames, m) for m in (cfg.mlp_dim, cfg.mlp_dim + 1))
+    return max(1, round(cfg.mlp_dim + (target - p1) / (p2 - p1)))
+
+
+def build_arm(arm: str, cfg: Config, task: str, frames: int):
+    return _build(arm, cfg, task, frames, matched_mlp_dim(arm, cfg, task, frames))
+
+
+# ----------------------------------------------------------------------------------------------
+# part 1: training on synthetic tasks
+
+
+def _schedule(cfg: Config, steps: int):
+    warmup = max(1, round(cfg.warmup_frac * steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    return factor
+
+
+def _task_kwargs(cfg: Config, task: str) -> dict:
+    if task == "direction":
+        return {"distractors": cfg.distractors, "directions": cfg.directions}
+    return {"side": cfg.flash_side} if task == "count" else {}
+
+
+def evaluate_model(model, task: str, cfg: Config, frames: int) -> dict:
+    """Accuracy on the fixed held-out set, plus the sign accuracy for direction (right sign given the right axis)."""
+    video, labels = make_task(task, n=cfg.eval_clips, frames=frames, size=cfg.size, seed=cfg.eval_seed,
+                              **_task_kwargs(cfg, task))
+    model.eval()
+    with torch.no_grad():
+        preds = torch.cat([model(chunk).argmax(-1) for chunk in video.split(128)])
+    model.train()
+    result = {"acc": float((preds == labels).float().mean())}
+    if task == "direction":  # labels 0,1 are the x axis, 2,3 the y axis
+        same_axis = preds // 2 == labels // 2
+        result["axis_acc"] = float(same_axis.float().mean())
+        result["sign_acc"] = float((preds == labels)[same_axis].float().mean()) if same_axis.any() else 0.5
+    return result
+
+
+def train(model, task: str, cfg: Config, frames: int, steps: int, seed: int) -> dict:
+    generator = torch.Generator().manual_seed(10_000 * seed + sum(map(ord, task)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps))
+    losses = []
+    start = time.process_time()
+    for _ in range(steps):
+        video, labels = make_task(task, n=cfg.batch, frames=frames, size=cfg.size, generator=generator,
+                                  **_task_kwargs(cfg, task))
+        loss = F.cross_entropy(model(video), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    cpu_s = time.process_time() - start
+    return {**evaluate_model(model, task, cfg, frames), "losses": losses, "cpu_s_per_step": cpu_s / max(1, steps),
+            "params": count_parameters(model)}
+
+
+def run_tasks(cfg: Config, ctx: RunContext) -> dict:
+    results = {}
+    for task in ctx.progress(cfg.tasks, desc="tasks"):
+        steps = cfg.count_steps if task == "count" else cfg.steps
+        for arm in cfg.arms:
+            if arm == "no_time" and task not in cfg.no_time_tasks:
+                continue
+            torch.manual_seed(ctx.seed)
+            model = build_arm(arm, cfg, task, cfg.frames).to(ctx.device)
+            results[f"{task}/{arm}"] = train(model, task, cfg, cfg.frames, steps, ctx.seed)
+    if cfg.memory_frames:
+        torch.manual_seed(ctx.seed)
+        model = TRecViT(trecvit_config(cfg, "memory", cfg.memory_frames, readout="last"))
+        results["memory/trecvit"] = train(model, "memory", cfg, cfg.memory_frames, cfg.memory_steps, ctx.seed)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# part 2: efficiency, on the meta device
+
+
+def _costs(build, video_shape, device: str) -> dict:
+    """Forward FLOPs and saved-activation bytes of a training forward with attention maps materialised
+    (math SDPA), for a model built on ``device`` ("meta": no weights are allocated)."""
+    with torch.device(device):
+        model = build()
+        video = torch.rand(video_shape) if device == "cpu" else torch.empty(video_shape)
+    flops = count_flops(lambda: model(video))
+    with sdpa_kernel([SDPBackend.MATH]):
+        saved = activation_bytes(lambda: model(video))
+    return {"params": count_parameters(model), "flops": flops, "activation_bytes": saved}
+
+
+def efficiency_tiny(cfg: Config) -> dict:
+    """Joint ViViT over TRecViT at the same width, depth, heads and MLP as the trained tiny models (one clip,
+    on CPU) for each number of frames. (Matching parameters instead would starve the joint model's MLP at
+    large T, where its space-time position embedding alone has T * h*w * D parameters.)"""
+    rows = []
+    for frames in cfg.efficiency_frames:
+        shape = (1, frames, 3, cfg.size, cfg.size)
+        trec = _costs(lambda: _build("trecvit", cfg, "direction", frames, cfg.mlp_dim), shape, "cpu")
+        joint = _costs(lambda: _build("joint", cfg, "direction", frames, cfg.mlp_dim), shape, "cpu")
+        rows.append({"frames": frames, "trecvit": trec, "joint": joint,
+                     "flop_ratio": joint["flops"] / trec["flops"],
+                     "memory_ratio": joint["activation_bytes"] / trec["activation_bytes"]})
+    return {"rows": rows}
+
+
+def efficiency_paper_scale(frames: int = 32) -> dict:
+    """TRecViT-B vs ViViT-L (400 classes, 224^2), built on meta: no weights are allocated."""
+    shape = (1, frames, 3, 224, 224)
+    trec = _costs(lambda: TRecViT.from_variant("B", num_frames=frames), shape, "meta")
+    vivit = _costs(lambda: ViViTJoint.from_variant("L", num_frames=frames), shape, "meta")
+    # analytic attention-map bytes (fp32) summed over layers: ViViT-L 16 heads x 24 layers over 1 + T/2*196
+    # tokens; TRecViT-B 12 heads x 12 layers, T maps of 197 x 197 each
+    vivit_maps = 24 * 16 * (1 + frames // 2 * 196) ** 2 * 4
+    trec_maps = 12 * 12 * frames * 197 ** 2 * 4
+    return {"frames": frames, "trecvit_b": trec, "vivit_l": vivit,
+            "param_ratio": vivit["params"] / trec["params"], "flop_ratio": vivit["flops"] / trec["flops"],
+            "memory_ratio": vivit["activation_bytes"] / trec["activation_bytes"],
+            "attention_map_ratio": vivit_maps / trec_maps}
+
+
+# ----------------------------------------------------------------------------------------------
+# part 3: streaming
+
+
+def _median_step_time(model, frame, state, repeats: int) -> float:
+    """Median time of one ``step`` from ``state`` (a copy of a KV cache state is restored each time)."""
+    times = []
+    for _ in range(repeats):
+        start_state = _copy_state(state)
+        start = time.perf_counter()
+        model.step(frame, start_state)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _copy_state(state):
+    from tenfold.models.vivit import ViViTStreamState
+    from tenfold.nn.attention import KVCache
+
+    if not isinstance(state, ViViTStreamState):
+        return state  # TRecViT's step never mutates its state
+    caches = []
+    for cache in state.caches:
+        copy = KVCache(cache.window)
+        copy.k, copy.v, copy.positions, copy.next_position = cache.k, cache.v, cache.positions, cache.next_position
+        caches.append(copy)  # append() rebinds k and v, so sharing the tensors is safe
+    return ViViTStreamState(caches, state.logit_sum, state.t)
+
+
+def stream_profile(model, frames: torch.Tensor, window: int, repeats: int) -> dict:
+    """Run ``frames`` (T, 1, C, H, W) through ``model.step``; time steps in the first and last ``window``."""
+    state, latencies, state_bytes = None, {}, []
+    total = frames.shape[0]
+    timed = set(range(window)) | set(range(total - window, total))
+    with torch.no_grad():
+        for t in range(total):
+            if t in timed:
+                latencies[t] = _median_step_time(model, frames[t], state, repeats)
+            _, state = model.step(frames[t], state)
+            state_bytes.append(state.nbytes())
+    early = statistics.median(latencies[t] for t in range(window))
+    late = statistics.median(latencies[t] for t in range(total - window, total))
+    return {"early_s": early, "late_s": late, "latency_ratio": late / early, "state_bytes": state_bytes}
+
+
+def run_streaming(cfg: Config, ctx: RunContext) -> dict:
+    torch.manual_seed(ctx.seed)
+    trec = TRecViT(trecvit_config(cfg, "direction", cfg.stream_frames)).eval()
+    kv = ViViTJoint(width=cfg.width, depth=cfg.depth, mlp_dim=cfg.mlp_dim, num_heads=cfg.num_heads,
+                    num_frames=cfg.stream_frames, tubelet=1, patch=cfg.patch, image_size=cfg.size,
+                    num_classes=4, causal=True, cls="frame").eval()
+    frames = torch.rand(cfg.stream_frames, 1, 3, cfg.size, cfg.size)
+    return {"trecvit": stream_profile(trec, frames, cfg.stream_window, cfg.stream_repeats),
+            "kv_cache": stream_profile(kv, frames, cfg.stream_window, cfg.stream_repeats)}
+
+
+# ----------------------------------------------------------------------------------------------
+# the experiment
+
+
+def run_seed(cfg: Config, ctx: RunContext) -> dict:
+    start = time.process_time()
+    record = {"tasks": run_tasks(cfg, ctx)}
+    if cfg.stream_frames:
+        record["streaming"] = run_streaming(cfg, ctx)
+    record["cpu_s"] = time.process_time() - start
+    return record
+
+
+def _mean(records: dict[int, dict], key: str, field: str = "acc") -> dict:
+    return seed_stats(records[s]["tasks"][key][field] for s in sorted(records))
+
+
+def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
+    metrics: dict = {"accuracy": {}, "params": {}, "cpu_s": seed_stats(r["cpu_s"] for r in records.values())}
+    for key in records[min(records)]["tasks"]:
+        metrics["accuracy"][key] = _mean(records, key)
+        metrics["params"][key] = records[min(records)]["tasks"][key]["params"]
+        metrics.setdefault("cpu_s_per_step", {})[key] = _mean(records, key, "cpu_s_per_step")["mean"]
+    if "direction" in cfg.tasks and "no_time" in cfg.arms:
+        metrics["no_time_direction_sign_acc"] = _mean(records, "direction/no_time", "sign_acc")
+        metrics["no_time_direction_axis_acc"] = _mean(records, "direction/no_time", "axis_acc")
+    acc = {k: v["mean"] for k, v in metrics["accuracy"].items()}
+    claims = []
+    for task in ("direction", "count"):
+        best = max(acc.get(f"{task}/{arm}", -1.0) for arm in BASELINES)
+        claims.append(check(
+            f"trecvit.{task}-vs-vivit", f"On '{task}', TRecViT is within {MARGIN} of the best ViViT baseline "
+            "(factorised, joint) at matched parameter counts (TRecViT acc - best baseline acc)",
+            "TRecViT is on par with or better than ViViT-L on SSv2 / Kinetics-400",
+            acc.get(f"{task}/trecvit", float("nan")) - best, f">= {-MARGIN}"))
+    claims.append(check(
+        "trecvit.no-time-near-chance", "The no-time control (bag of frames) cannot tell the direction's sign: "
+        "its sign accuracy, given the right axis, stays near chance 0.5",
+        "(control; order matters for direction)",
+        metrics.get("no_time_direction_sign_acc", {}).get("mean", float("nan")), f"<= {NO_TIME_SIGN_MAX}"))
+
+    eff = efficiency_tiny(cfg)
+    metrics["efficiency_tiny"] = eff
+    flop_ratios = [row["flop_ratio"] for row in eff["rows"]]
+    memory_ratios = [row["memory_ratio"] for row in eff["rows"]]
+    frames = [row["frames"] for row in eff["rows"]]
+    growth = sum(b > a for a, b in zip(flop_ratios, flop_ratios[1:])) + sum(
+        b > a for a, b in zip(memory_ratios, memory_ratios[1:]))
+    claims.append(check(
+        "trecvit.ratios-grow", "Joint-ViViT/TRecViT FLOP and activation-memory ratios grow at every step in T "
+        f"(number of increasing steps out of {2 * (len(frames) - 1)})",
+        "joint attention is quadratic in T, TRecViT linear", growth, f">= {2 * (len(frames) - 1)}"))
+    at64 = next((row for row in eff["rows"] if row["frames"] == 64), None)
+    claims.append(check(
+        "trecvit.flops-at-64", "Joint ViViT needs this many times TRecViT's forward FLOPs at 64 frames",
+        "5x fewer FLOPs than ViViT-L", at64["flop_ratio"] if at64 else float("nan"), f">= {FLOP_RATIO_AT_64}"))
+    claims.append(check(
+        "trecvit.memory-at-64", "Joint ViViT saves this many times TRecViT's activation bytes at 64 frames "
+        "(training forward, attention maps materialised)",
+        "12x smaller memory footprint than ViViT-L", at64["memory_ratio"] if at64 else float("nan"),
+        f">= {MEMORY_RATIO_AT_64}"))
+    if cfg.paper_scale:
+        metrics["paper_scale"] = efficiency_paper_scale(32)
+        metrics["paper_scale"]["paper_ratios"] = {"params": 3.0, "flops": 5.0, "memory": 12.0}
+
+    streams = [r["streaming"] for r in records.values() if "streaming" in r]
+    if streams:
+        metrics["streaming"] = {
+            arm: {"latency_ratio": seed_stats(s[arm]["latency_ratio"] for s in streams),
+                  "early_ms": seed_stats(1e3 * s[arm]["early_s"] for s in streams),
+                  "late_ms": seed_stats(1e3 * s[arm]["late_s"] for s in streams),
+                  "state_bytes_first": streams[0][arm]["state_bytes"][0],
+                  "state_bytes_last": streams[0][arm]["state_bytes"][-1]}
+            for arm in ("trecvit", "kv_cache")}
+    trec_stream = metrics.get("streaming", {}).get("trecvit")
+    claims.append(check(
+        "trecvit.stream-latency-flat", f"TRecViT per-frame latency over the last {cfg.stream_window} of "
+        f"{cfg.stream_frames} frames / over the first {cfg.stream_window}",
+        "constant per-frame cost (about 300 frames/s)",
+        trec_stream["latency_ratio"]["mean"] if trec_stream else float("nan"), f"<= {LATENCY_FLAT_MAX}"))
+    state_growth = (max(max(s["trecvit"]["state_bytes"]) / min(s["trecvit"]["state_bytes"]) for s in streams)
+                    if streams else float("nan"))
+    claims.append(check(
+        "trecvit.stream-state-flat", "TRecViT's streaming state bytes, largest / smallest over the stream",
+        "constant memory in the number of frames", state_growth, "<= 1.0"))
+    return Evaluation(claims, metrics, _figures(cfg, records, metrics, out_dir))
+
+
+def _figures(cfg: Config, records: dict[int, dict], metrics: dict, out_dir: Path) -> list[str]:
+    figures = []
+    fig, axes = plotting.figure(ncols=2)
+    for ax, task in zip(axes, ("direction", "count")):
+        for arm in cfg.arms:
+            key = f"{task}/{arm}"
+            if key in records[min(records)]["tasks"]:
+                losses = np.asarray([records[s]["tasks"][key]["losses"] for s in sorted(records)])
+                plotting.band(ax, list(range(losses.shape[1])), losses, label=f"{arm} ({metrics['accuracy'][key]['mean']:.2f})")
+        ax.set(xlabel="step", ylabel="training loss", title=task)
+        ax.legend(fontsize=7)
+    figures.append(plotting.save(fig, out_dir, "training_loss.png"))
+    rows = metrics["efficiency_tiny"]["rows"]
+    fig, ax = plotting.figure()
+    frames = [r["frames"] for r in rows]
+    ax.plot(frames, [r["flop_ratio"] for r in rows], marker="o", label="FLOPs")
+    ax.plot(frames, [r["memory_ratio"] for r in rows], marker="o", label="saved activations")
+    ax.set(xscale="log", yscale="log", xlabel="frames", ylabel="joint ViViT / TRecViT", title="cost ratio vs T")
+    ax.legend()
+    figures.append(plotting.save(fig, out_dir, "efficiency_ratios.png"))
+    return figures
+
+
+# ----------------------------------------------------------------------------------------------
+# bench
+
+
+def bench(quick: bool = True) -> list[BenchRow]:
+    """Scan implementations against a plain autograd loop (forward + backward), and per-frame streaming
+    latency of TRecViT against causal joint attention with a KV cache."""
+    rows = []
+    shapes = [(16, 256, 128), (64, 64, 128), (256, 16, 128)] if quick else [
+        (16, 544, 128), (64, 128, 256), (256, 32, 256), (1024, 8, 256)]
+    for steps, seqs, width in shapes:
+        a = torch.rand(seqs, steps, width).mul_(0.5).add_(0.5).requires_grad_()
+        b = torch.randn(seqs, steps, width, requires_grad=True)
+
+        def fwd_bwd(impl):
+            return lambda: linear_scan(a, b, impl=impl).sum().backward()
+
+        for impl in ("custom", "doubling"):
+            rows.append(compare(f"scan fwd+bwd T={steps}", ("loop", fwd_bwd("loop")), (impl, fwd_bwd(impl)),
+                                warmup=1, repeats=5 if quick else 10, T=steps, seqs=seqs, width=width))
+    cfg = Config(stream_frames=128 if quick else 512)
+    torch.manual_seed(0)
+    trec = TRecViT(trecvit_config(cfg, "direction", cfg.stream_frames)).eval()
+    kv = ViViTJoint(width=cfg.width, depth=cfg.depth, mlp_dim=cfg.mlp_dim, num_heads=cfg.num_heads,
+                    num_frames=cfg.stream_frames, tubelet=1, patch=cfg.patch, image_size=cfg.size, num_classes=4,
+                    causal=True, cls="frame").eval()
+    frame = torch.rand(1, 3, cfg.size, cfg.size)
+    with torch.no_grad():
+        trec_state, kv_state = None, None
+        for _ in range(cfg.stream_frames - 1):
+            _, trec_state = trec.step(frame, trec_state)
+            _, kv_state = kv.step(frame, kv_state)
+
+    def kv_step():
+        with torch.no_grad():
+            kv.step(frame, _copy_state(kv_state))
+
+    def trec_step():
+        with torch.no_grad():
+            trec.step(frame, trec_state)
+
+    rows.append(compare(f"streaming step at t={cfg.stream_frames}", ("joint+KV cache", kv_step), ("TRecViT", trec_step),
+                        warmup=2, repeats=10, t=cfg.stream_frames, width=cfg.width, depth=cfg.depth))
+    return rows
+
+
+EXPERIMENT = Experiment(
+    name="trecvit", paper="TRecViT: A Recurrent Video Transformer (arXiv 2412.14294)", presets=PRESETS,
+    run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0,
+    claim_ids=("trecvit.direction-vs-vivit", "trecvit.count-vs-vivit", "trecvit.no-time-near-chance",
+               "trecvit.ratios-grow", "trecvit.flops-at-64", "trecvit.memory-at-64",
+               "trecvit.stream-latency-flat", "trecvit.stream-state-flat"),
+    bench=bench,
+)
