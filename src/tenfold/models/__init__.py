@@ -4,7 +4,7 @@ from tenfold._lazy import lazy_exports
 
 _EXPORTS = {
     "GPT": "gpt", "GPTConfig": "gpt",
-    "TRecViT": "trecvit",
+    "TRecViT": "trecvit", "TRecViTConfig": "trecvit", "ViViTJoint": "vivit", "ViViTFactorised": "vivit", "PerFrameViT": "vivit",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
