@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterator
 
@@ -38,7 +39,8 @@ class CharCorpus:
 
     @classmethod
     def pydoc(cls, val_fraction: float = 0.1) -> CharCorpus:
-        return cls(pydoc_text(), val_fraction)
+        """The pydoc-topics corpus (built once per process and shared; treat it as read-only)."""
+        return _pydoc_corpus(val_fraction)
 
     @property
     def vocab_size(self) -> int:
@@ -82,3 +84,8 @@ class CharCorpus:
 
     def num_windows(self, split: str, context: int) -> int:
         return (len(self._split(split)) - 1) // context
+
+
+@functools.lru_cache(maxsize=2)
+def _pydoc_corpus(val_fraction: float) -> CharCorpus:
+    return CharCorpus(pydoc_text(), val_fraction)
