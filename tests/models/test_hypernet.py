@@ -1,0 +1,144 @@
+import io
+
+import pytest
+import torch
+
+from tenfold.models.hypernet import (HypernetBottleneck, HypernetOracle, InContextTransformer, LinearHypernetMLP,
+                                     icl_attention_mask)
+from tenfold.tasks.hyperteacher import Hyperteacher, ICLTaskSampler, make_split, r2_per_task
+
+D_IN, D_OUT, M = 5, 3, 4
+SMALL = dict(d_model=16, n_heads=2, n_layers=2, mlp_ratio=2.0)
+
+
+def _data(n_context=6, n_query=4, batch=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, n_context, D_IN, generator=g), torch.randn(batch, n_context, D_OUT, generator=g),
+            torch.randn(batch, n_query, D_IN, generator=g), torch.rand(batch, M, generator=g))
+
+
+def _models():
+    torch.manual_seed(0)
+    return {
+        "transformer": InContextTransformer(d_in=D_IN, d_out=D_OUT, **SMALL),
+        "bottleneck": HypernetBottleneck(d_in=D_IN, d_out=D_OUT, d_latent=M, hidden=7, **SMALL),
+        "oracle": HypernetOracle(n_modules=M, k_max=2, d_in=D_IN, hidden=7, d_out=D_OUT),
+    }
+
+
+def _call(name, model, x_ctx, y_ctx, x_q, z):
+    return model(z, x_q) if name == "oracle" else model(x_ctx, y_ctx, x_q)
+
+
+@pytest.mark.parametrize("name", ["transformer", "bottleneck", "oracle"])
+def test_contracts(name):
+    model = _models()[name]
+    data = _data()
+    out = _call(name, model, *data)
+    assert out.shape == (3, 4, D_OUT) and torch.isfinite(out).all()
+    out.square().sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    clone = _models()[name]
+    for p in clone.parameters():
+        torch.nn.init.zeros_(p)
+    clone.load_state_dict(torch.load(buffer))
+    assert torch.equal(_call(name, clone, *data), out.detach())
+    assert torch.equal(_call(name, _models()[name], *data), out.detach())  # seeded determinism
+
+
+def test_bottleneck_query_sees_context_only_through_latent():
+    model = _models()["bottleneck"]
+    x_ctx, y_ctx, x_q, _ = _data()
+    x_ctx2, y_ctx2, _, _ = _data(seed=1)
+    fixed = torch.randn(3, M)
+    handle = model.encoder.register_forward_hook(lambda mod, args, out: fixed)
+    a, b = model(x_ctx, y_ctx, x_q), model(x_ctx2, y_ctx2, x_q)
+    handle.remove()
+    assert torch.equal(a, b)
+    assert not torch.allclose(model(x_ctx, y_ctx, x_q), model(x_ctx2, y_ctx2, x_q))
+    # with z_hat detached, no gradient flows from the prediction to the context
+    x_ctx.requires_grad_(True)
+    y_ctx.requires_grad_(True)
+    z_hat = model.infer_latent(x_ctx, y_ctx).detach()
+    out = model.hypernet(z_hat, x_q)
+    assert not out.requires_grad or all(g is None for g in torch.autograd.grad(
+        out.sum(), [x_ctx, y_ctx], allow_unused=True))
+
+
+def test_bottleneck_encoder_never_sees_queries():
+    model = _models()["bottleneck"]
+    x_ctx, y_ctx, x_q, _ = _data()
+    inputs = []
+    model.encoder.register_forward_pre_hook(lambda mod, args: inputs.append(args))
+    model(x_ctx, y_ctx, x_q)
+    assert len(inputs) == 1 and inputs[0][0] is x_ctx and inputs[0][1] is y_ctx
+    z1 = model.infer_latent(x_ctx, y_ctx)
+    model(x_ctx, y_ctx, torch.randn_like(x_q))
+    assert torch.equal(model.infer_latent(x_ctx, y_ctx), z1)
+
+
+def test_attention_mask_layout():
+    mask = icl_attention_mask(3, 2)
+    expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0],
+                             [1, 1, 1, 1, 0], [1, 1, 1, 0, 1]], dtype=torch.bool)
+    assert torch.equal(mask, expected)
+
+
+def test_transformer_mask_and_permutation_invariance():
+    model = _models()["transformer"].eval()
+    x_ctx, y_ctx, x_q, _ = _data(n_context=6, n_query=5)
+    with torch.no_grad():
+        base, residuals = model(x_ctx, y_ctx, x_q, return_residuals=True)
+        perm = torch.randperm(6)
+        assert torch.allclose(model(x_ctx[:, perm], y_ctx[:, perm], x_q), base, atol=1e-5)
+        changed = x_q.clone()
+        changed[:, 2] += 1.0
+        out = model(x_ctx, y_ctx, changed)
+        keep = [0, 1, 3, 4]
+        assert torch.allclose(out[:, keep], base[:, keep], atol=1e-5) and not torch.allclose(out[:, 2], base[:, 2])
+        fewer, res_fewer = model(x_ctx, y_ctx, x_q[:, :2], return_residuals=True)
+        assert torch.allclose(fewer, base[:, :2], atol=1e-5)
+        for h, h_fewer in zip(residuals, res_fewer):  # context tokens do not depend on the queries
+            assert torch.allclose(h[:, :6], h_fewer[:, :6], atol=1e-5)
+    assert len(residuals) == SMALL["n_layers"] + 1 and residuals[-1].shape == (3, 11, 16)
+
+
+def test_oracle_with_teacher_modules_is_exact():
+    teacher = Hyperteacher(d_in=D_IN, d_out=D_OUT, hidden=(7,), n_modules=M, k_max=2, seed=3)
+    sampler = ICLTaskSampler(teacher, make_split(M, 2, n_ood=2, seed=0), n_context=4, n_query=16, stats_tasks=256)
+    oracle = HypernetOracle(n_modules=M, k_max=2, d_in=D_IN, hidden=7, d_out=D_OUT)
+    oracle.load_teacher(teacher, sampler.y_mean, sampler.y_std)
+    g = torch.Generator().manual_seed(0)
+    for which in ("id", "ood"):
+        batch = sampler.sample(64, which, g)
+        pred = oracle(batch.z, batch.x_q)
+        assert torch.allclose(pred, batch.y_q, atol=1e-4)
+        assert torch.allclose(r2_per_task(pred, batch.y_q), torch.ones(64), atol=1e-4)
+
+
+def test_linear_hypernet_is_linear_in_latent():
+    hnet = LinearHypernetMLP(d_latent=M, d_in=D_IN, hidden=6, d_out=D_OUT)
+    z1, z2 = torch.randn(2, M), torch.randn(2, M)
+    w1, b1 = hnet.generate(z1)
+    w2, b2 = hnet.generate(z2)
+    w, b = hnet.generate(2 * z1 + z2)
+    assert torch.allclose(w, 2 * w1 + w2, atol=1e-5) and torch.allclose(b, 2 * b1 + b2, atol=1e-5)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="d_model"):
+        InContextTransformer(d_in=4, d_out=2, d_model=10, n_heads=4)
+    with pytest.raises(ValueError, match="d_latent"):
+        HypernetBottleneck(d_in=4, d_out=2, d_latent=0)
+    with pytest.raises(ValueError, match="hidden"):
+        LinearHypernetMLP(d_latent=3, d_in=4, hidden=0, d_out=2)
+    model = _models()["transformer"]
+    x_ctx, y_ctx, x_q, _ = _data()
+    with pytest.raises(ValueError, match="y_ctx"):
+        model(x_ctx, y_ctx[..., :2], x_q)
+    with pytest.raises(ValueError, match="x_q"):
+        model(x_ctx, y_ctx, x_q[..., :2])
