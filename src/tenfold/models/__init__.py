@@ -4,6 +4,7 @@ from tenfold._lazy import lazy_exports
 
 _EXPORTS = {
     "GPT": "gpt", "GPTConfig": "gpt",
+    "InContextTransformer": "hypernet", "HypernetBottleneck": "hypernet", "HypernetOracle": "hypernet", "LinearHypernetMLP": "hypernet", "ContextEncoder": "hypernet",
     "TRecViT": "trecvit", "TRecViTConfig": "trecvit", "ViViTJoint": "vivit", "ViViTFactorised": "vivit", "PerFrameViT": "vivit",
 }
 __all__ = sorted(_EXPORTS)
