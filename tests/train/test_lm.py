@@ -38,7 +38,7 @@ def test_bad_config_raises():
 
 
 def test_training_reduces_loss_and_sgt_closes_its_guides():
-    train = {"steps": 30, "batch_size": 8, "context": 8, "lr": 1e-2, "sgt": True, "sgt_ratio": 0.5}
+    train = {"steps": 16, "batch_size": 8, "context": 8, "lr": 2e-2, "sgt": True, "sgt_ratio": 0.5}
     record = train_gpt_on_text(MODEL, train, seed=0, ffn={"kind": "lowrank", "rank": 4}, text=TEXT)
     assert record["losses"][-1] < record["losses"][0] - 0.5
     assert record["alphas"][0] == 1.0 and record["alphas"][-1] == 0.0

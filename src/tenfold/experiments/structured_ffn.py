@@ -229,7 +229,12 @@ def _speed_figure(cfg: Config, speed: dict, out_dir: Path) -> str:
 def bench(quick: bool = True) -> list[BenchRow]:
     """FFN forward (fp32, no grad, one thread) of each structure against dense at the same width;
     ratio = structured time / dense time."""
-    widths, tokens = ((512, 1024), (1024, 8192)) if quick else ((256, 512, 1024, 1536), (512, 4096, 16384))
+    if quick:
+        return bench_rows((512, 1024), (1024, 8192), repeats=3)
+    return bench_rows((256, 512, 1024, 1536), (512, 4096, 16384), repeats=7)
+
+
+def bench_rows(widths: tuple[int, ...], tokens: tuple[int, ...], repeats: int) -> list[BenchRow]:
     variants = [("lowrank63", "lowrank", {"rank_frac": 2}), ("lowrank32", "lowrank", {"rank_frac": 4}),
                 ("blockdense32", "blockdense", {"rank_frac": 8 / 3, "blocks": 4}),
                 ("blockshuffle63", "blockshuffle", {"blocks": 2}), ("blockshuffle32", "blockshuffle", {"blocks": 4})]
@@ -247,7 +252,7 @@ def bench(quick: bool = True) -> list[BenchRow]:
                     x = torch.randn(n, width)
                     with torch.no_grad():
                         rows.append(compare(f"ffn/{name}", ("dense", lambda: dense(x)), (name, lambda: module(x)),
-                                            warmup=1, repeats=3 if quick else 7, width=width, tokens=n, rank=rank))
+                                            warmup=1, repeats=repeats, width=width, tokens=n, rank=rank))
     finally:
         torch.set_num_threads(threads)
     return rows
