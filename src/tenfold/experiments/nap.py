@@ -34,7 +34,7 @@ from torch import nn
 
 from tenfold import plotting
 from tenfold.analysis.effective_lr import effective_lr
-from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats, stack_seeds
+from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats
 from tenfold.nn.normalized import NormCNN, NormMLP
 from tenfold.optim.nap import NaP
 from tenfold.tasks.streams import OnlineAccuracy, RandomLabelStream
