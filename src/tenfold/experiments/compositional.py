@@ -56,7 +56,7 @@ class Config:
     n_layers: int = 3
     mlp_ratio: float = 2.0
     # training (one fixed budget for every arm)
-    steps: int = 3000
+    steps: int = 2000
     batch: int = 32
     lr: float = 3e-3
     warmup: int = 100
@@ -243,6 +243,8 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     ]
     metrics["probe"] = {w: np.asarray([records[s]["random"]["probe"][w] for s in sorted(records)]).mean(0).tolist()
                         for w in ("id", "ood")}
+    metrics["cpu_s_per_seed"] = seed_stats(
+        sum(part[arm]["cpu_s"] for part in records[s].values() for arm in ARMS if arm in part) for s in sorted(records))
     return Evaluation(claims, metrics, _figures(cfg, records, out_dir))
 
 
