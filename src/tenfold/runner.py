@@ -86,12 +86,15 @@ def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path
     start = time.perf_counter()
     bar = tqdm(total=len(seeds), initial=len(records), desc=experiment.name, unit="seed", leave=False,
                disable=not sys.stderr.isatty())
-    for seed, record in _run_seeds(experiment, cfg, todo, torch_device, seed_dir, workers):
-        atomic_write_json(seed_dir / f"seed_{seed}.json", {"seed": seed, "config": config, "record": record})
-        records[seed] = record
+    cpu_s = {}
+    for seed, record, seed_cpu_s in _run_seeds(experiment, cfg, todo, torch_device, seed_dir, workers):
+        atomic_write_json(seed_dir / f"seed_{seed}.json",
+                          {"seed": seed, "config": config, "cpu_s": seed_cpu_s, "record": record})
+        records[seed], cpu_s[seed] = record, seed_cpu_s
         bar.update()
         if bar.disable:
-            log(f"[{experiment.name}] seed {seed} done ({len(records)}/{len(seeds)}, {time.perf_counter() - start:.1f}s)")
+            log(f"[{experiment.name}] seed {seed} done ({len(records)}/{len(seeds)}, "
+                f"{time.perf_counter() - start:.1f}s elapsed, {seed_cpu_s:.1f} CPU-s for this seed)")
     bar.close()
     records = {s: records[s] for s in seeds}
     evaluation = experiment.evaluate(cfg, records, out_dir)
@@ -106,7 +109,8 @@ def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path
         "metrics": jsonable(evaluation.metrics),
         "figures": list(evaluation.figures),
         "wall_s": round(time.perf_counter() - start, 2),
-        "env": environment(torch_device, workers_used(workers, len(todo))),
+        "env": {**environment(torch_device, workers_used(workers, len(todo))),
+                "cpu_s_per_seed": {str(seed): round(t, 2) for seed, t in cpu_s.items()}},
     }
     atomic_write_json(out_dir / RESULT_FILE, result)
     result["_dir"] = str(out_dir)
@@ -143,32 +147,35 @@ def workers_used(workers: int | None, jobs: int) -> int:
 
 def _run_seeds(experiment: Experiment, cfg: Any, seeds: list[int], device: torch.device,
                seed_dir: Path, workers: int | None):
-    """Yield ``(seed, record)`` as each seed finishes."""
+    """Yield ``(seed, record, cpu_seconds)`` as each seed finishes."""
     if not seeds:
         return
     count = workers_used(workers, len(seeds))
     show = sys.stderr.isatty() and count == 1
     if count == 1:
         for seed in seeds:
-            yield seed, run_one_seed(experiment.name, cfg, seed, str(device), str(seed_dir), show)
+            yield seed, *run_one_seed(experiment.name, cfg, seed, str(device), str(seed_dir), show)
         return
     context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
     with ProcessPoolExecutor(count, mp_context=context, initializer=single_thread) as pool:
         futures = {pool.submit(run_one_seed, experiment.name, cfg, seed, str(device), str(seed_dir), False): seed
                    for seed in seeds}
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            yield futures[future], *future.result()
 
 
-def run_one_seed(name: str, cfg: Any, seed: int, device: str, seed_dir: str, show_progress: bool) -> dict:
-    """Run one seed of experiment ``name`` deterministically, at one torch thread."""
+def run_one_seed(name: str, cfg: Any, seed: int, device: str, seed_dir: str,
+                 show_progress: bool) -> tuple[dict, float]:
+    """Run one seed of experiment ``name`` deterministically, at one torch thread; return its record
+    and the CPU seconds it took (the budget measure, not inflated by other processes' load)."""
     previous_threads = torch.get_num_threads()
     single_thread()
+    start = time.process_time()
     try:
         seed_everything(seed)
         workdir = Path(seed_dir) / f"seed_{seed}.work"
         ctx = RunContext(seed=seed, device=torch.device(device), workdir=workdir, show_progress=show_progress)
-        return jsonable(registry.get(name).run_seed(cfg, ctx))
+        return jsonable(registry.get(name).run_seed(cfg, ctx)), time.process_time() - start
     finally:
         torch.set_num_threads(previous_threads)
 
