@@ -394,6 +394,7 @@ def test_invalid_param_group_option_raises():
     opt = TAM(_params()[:1], lr=0.1)
     with pytest.raises(ValueError, match="momentum"):
         opt.add_param_group({"params": _params()[1:], "momentum": 2.0})
+    assert len(opt.param_groups) == 1
 
 
 def test_tam_trains_a_model():

@@ -203,7 +203,11 @@ class _TorqueOptimizer(Optimizer):
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
-        self._validate_group(self.param_groups[-1])
+        try:
+            self._validate_group(self.param_groups[-1])
+        except ValueError:
+            self.param_groups.pop()  # leave the optimizer as it was
+            raise
 
     def _validate_group(self, group: dict) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
