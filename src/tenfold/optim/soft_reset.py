@@ -581,9 +581,10 @@ class BayesianSoftResetProximal(_DriftMixin, Optimizer):
 
         E_q[L_{t+1}(θ)] + λ·KL(q ‖ N(m_p, v_p))
 
-    with ``theta_samples`` reparameterised samples (∂/∂μ = g, ∂/∂σ = g·ε; 0 samples evaluates L at μ),
-    preconditioned like the proximal variant: μ ← (1−c)μ + c(m_p − (v_p/λ)·ḡ), and on log σ,
-    log σ ← log σ − c_σ(σ·mean(g·ε)/λ + σ²/v_p − 1) (the KL part alone has its fixed point σ² = v_p).
+    with ``theta_samples`` antithetic pairs of reparameterised samples θ = μ ± σε (∂/∂μ = g,
+    ∂/∂σ = g·ε; 2 passes per pair; 0 evaluates L at μ), preconditioned like the proximal variant:
+    μ ← (1−c)μ + c(m_p − (v_p/λ)·ḡ), and on log σ, log σ ← log σ − c_σ(σ·mean(g·ε)/λ + σ²/v_p − 1)
+    (the KL part alone has its fixed point σ² = v_p), with σ kept in [10⁻³σ0, σ0].
     With σ held fixed (``learn_sigma=False``), ``theta_samples=0`` and a fixed γ, μ follows exactly
     :class:`SoftResetProximal` with ``prox_temperature = 1/λ``. ``kl_weight=None`` sets λ per tensor
     to s·σ0²/lr (then the first μ step is the SGD variant's with learning rate ``lr``). Tensors that
@@ -706,27 +707,36 @@ class BayesianSoftResetProximal(_DriftMixin, Optimizer):
                     # log σ ← log σ − c_σ·(σ/λ)·(mean(g·ε) + λ·∂KL/∂σ)
                     step = c_sigma * sigma * (mean_ge[i] + lam * kl_sigma) / lam
                     sigma.mul_(torch.exp(-step.clamp(-1.0, 1.0)))
+                    sigma.clamp_(1e-3 * st["sigma0"], st["sigma0"])  # never wider than the prior
         return True
 
     def _sample_grads(self, closure, params, drift_index):
-        """Mean gradient and mean gradient·ε over ``theta_samples`` draws θ = μ + σε (μ itself if 0)."""
+        """Mean gradient and mean gradient·ε over ``theta_samples`` antithetic pairs θ = μ ± σε
+        (L at μ itself if 0): ḡ = ½(g₊ + g₋), mean(g·ε) = ½⟨g₊ − g₋⟩·ε, which cancels the zero-mean
+        first-order term ∇L(μ)·ε and leaves the curvature term σ·h·ε² (the same trick as for γ)."""
         mean = [p.detach().clone() for p in params]
         n = max(self.theta_samples, 1)
         mean_g = [torch.zeros_like(p) for p in params]
         mean_ge = [torch.zeros_like(p) for p in params]
         for _ in range(n):
-            eps = {}
-            if self.theta_samples > 0:
+            if self.theta_samples == 0:
+                self._call(closure)
+                for i, grad in enumerate(_grads(params)):
+                    mean_g[i] += grad / n
+                continue
+            eps = {i: torch.randn(params[i].shape, generator=self.generator, dtype=params[i].dtype,
+                                  device=params[i].device) for i in drift_index}
+            pair = []
+            for sign in (1.0, -1.0):
                 for i in drift_index:
-                    p = params[i]
-                    eps[i] = torch.randn(p.shape, generator=self.generator, dtype=p.dtype, device=p.device)
-                    p.copy_(mean[i] + self.state[p]["sigma"] * eps[i])
-            self._call(closure)
-            for i, grad in enumerate(_grads(params)):
-                mean_g[i] += grad / n
+                    params[i].copy_(mean[i] + sign * self.state[params[i]]["sigma"] * eps[i])
+                self._call(closure)
+                pair.append(_grads(params))
+            for i, (g_plus, g_minus) in enumerate(zip(*pair)):
+                mean_g[i] += 0.5 * (g_plus + g_minus) / n
                 if i in eps:
-                    mean_ge[i] += grad * eps[i] / n
-            for i in eps:
+                    mean_ge[i] += 0.5 * (g_plus - g_minus) * eps[i] / n
+            for i in drift_index:
                 params[i].copy_(mean[i])
         return mean_g, mean_ge
 
