@@ -90,3 +90,12 @@ def test_run_processes_joins_a_gloo_group(monkeypatch):
     import _dist_worker
 
     assert run_processes(_dist_worker.rank_sum, 2, (10,)) == [21.0, 21.0]
+
+
+def test_cpu_clock_measures_work_not_sleep():
+    import time
+
+    assert time_fn(lambda: time.sleep(0.02), warmup=0, repeats=2, clock="cpu") < 0.01
+    assert time_fn(lambda: time.sleep(0.02), warmup=0, repeats=2, clock="wall") >= 0.02
+    with pytest.raises(ValueError, match="clock"):
+        time_fn(lambda: None, clock="gpu")

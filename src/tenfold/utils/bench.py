@@ -9,20 +9,32 @@ from dataclasses import asdict, dataclass
 import torch
 
 
-def time_fn(fn: Callable[[], object], warmup: int = 3, repeats: int = 10, inner: int = 1) -> float:
-    """Median wall time in seconds of ``inner`` calls of ``fn``, divided by ``inner``."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def time_fn(fn: Callable[[], object], warmup: int = 3, repeats: int = 10, inner: int = 1,
+            clock: str = "wall") -> float:
+    """Median time in seconds of ``inner`` calls of ``fn``, divided by ``inner``.
+
+    ``clock="wall"`` measures elapsed time; ``clock="cpu"`` the calling thread's CPU time, which
+    equals the latency of single-threaded CPU work on an idle machine and is not inflated by other
+    processes' load (it misses work done in other threads or on a GPU: use it at one thread only).
+    """
     if warmup < 0 or repeats < 1 or inner < 1:
         raise ValueError("need warmup >= 0, repeats >= 1 and inner >= 1")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+    now = CLOCKS[clock]
     for _ in range(warmup):
         fn()
     _sync()
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = now()
         for _ in range(inner):
             fn()
         _sync()
-        samples.append((time.perf_counter() - start) / inner)
+        samples.append((now() - start) / inner)
     return statistics.median(samples)
 
 
@@ -51,7 +63,7 @@ class BenchRow:
 
 
 def compare(name: str, baseline: tuple[str, Callable[[], object]], method: tuple[str, Callable[[], object]],
-            warmup: int = 3, repeats: int = 10, inner: int = 1, **params) -> BenchRow:
+            warmup: int = 3, repeats: int = 10, inner: int = 1, clock: str = "wall", **params) -> BenchRow:
     """Time ``baseline`` and ``method`` interleaved in this process and return their ratio.
 
     The two are timed in alternation (baseline, method, baseline, ...) and the median of each is
@@ -63,7 +75,7 @@ def compare(name: str, baseline: tuple[str, Callable[[], object]], method: tuple
         meth_fn()
     base_times, meth_times = [], []
     for _ in range(repeats):
-        base_times.append(time_fn(base_fn, warmup=0, repeats=1, inner=inner))
-        meth_times.append(time_fn(meth_fn, warmup=0, repeats=1, inner=inner))
+        base_times.append(time_fn(base_fn, warmup=0, repeats=1, inner=inner, clock=clock))
+        meth_times.append(time_fn(meth_fn, warmup=0, repeats=1, inner=inner, clock=clock))
     return BenchRow(name, base_name, meth_name, statistics.median(base_times),
                     statistics.median(meth_times), params)

@@ -59,19 +59,19 @@ def _worker(rank: int, size: int, port: int, fn: Callable, args: tuple, results)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=size)
     try:
-        results[rank] = fn(*args)
+        results.put((rank, fn(*args)))
     finally:
         dist.destroy_process_group()
 
 
 def run_processes(fn: Callable, size: int = 2, args: tuple = ()) -> list:
     """Run ``fn(*args)`` in ``size`` spawned processes joined in a gloo process group on localhost;
-    return each rank's return value (which must be picklable). ``fn`` must be importable by name."""
+    return each rank's return value (which must be picklable). ``fn`` must be importable by name.
+    Results come back through a queue (no manager process, so one torch import less per call)."""
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    manager = mp.get_context("spawn").Manager()
-    with manager:
-        results = manager.dict()
-        mp.start_processes(_worker, args=(size, free_port(), fn, args, results), nprocs=size,
-                           start_method="spawn", join=True)
-        return [results[rank] for rank in range(size)]
+    results = mp.get_context("spawn").SimpleQueue()
+    mp.start_processes(_worker, args=(size, free_port(), fn, args, results), nprocs=size,
+                       start_method="spawn", join=True)
+    by_rank = dict(results.get() for _ in range(size))
+    return [by_rank[rank] for rank in range(size)]
