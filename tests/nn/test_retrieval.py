@@ -175,3 +175,24 @@ def test_trajectory_memory_windows_sorted_by_return():
     assert torch.equal(win["actions"][0, :6], mem.values["actions"][2])
     emb_frozen = [p.requires_grad for p in emb.parameters()]
     assert not any(emb_frozen)
+
+
+def test_hopfield_embedder_tables_equal_direct_hopfield():
+    emb = HopfieldEmbedder(size=(5, 4), max_rtg=12, dim=16, num_layers=1, max_steps=6, pool_steps=3, seed=2)
+    steps = _episodes(n=2, horizon=6)
+    steps["states"][..., 1] %= 4
+    hot = emb._one_hot(steps)
+    direct = torch.stack([emb.hopfield[n](hot[n]) for n in ("states", "rtg", "actions", "rewards")], 2)
+    assert torch.allclose(emb.token_embeddings(steps), direct, atol=1e-6)
+    out = emb(steps)
+    assert out.shape == (2, 16) and torch.isfinite(out).all()
+
+
+def test_preselection_fallback_handles_wide_ties():
+    keys = torch.tensor([[1.0, 0.0]]).repeat(60, 1)
+    keys[::7] = torch.tensor([0.0, 1.0])
+    index = ExactIndex(dim=2)
+    index.add(keys)
+    _, ids = index.search(torch.tensor([[1.0, 0.2]]), 30)
+    expect = [i for i in range(60) if i % 7][:30]
+    assert ids[0].tolist() == expect

@@ -6,6 +6,7 @@ _EXPORTS = {
     "GPT": "gpt", "GPTConfig": "gpt",
     "InContextTransformer": "hypernet", "HypernetBottleneck": "hypernet", "HypernetOracle": "hypernet", "LinearHypernetMLP": "hypernet", "ContextEncoder": "hypernet",
     "TRecViT": "trecvit", "TRecViTConfig": "trecvit", "ViViTJoint": "vivit", "ViViTFactorised": "vivit", "PerFrameViT": "vivit",
+    "RADT": "radt", "AlgorithmDistillation": "radt",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -135,8 +135,20 @@ class HopfieldEmbedder(nn.Module):
                 torch.manual_seed(seed)
                 self.encoder = CausalTransformer(dim=dim, num_layers=num_layers, num_heads=num_heads,
                                                  max_positions=4 * max_steps)
+        self._build_tables()
         self.requires_grad_(False)
         self.eval()
+
+    @torch.no_grad()
+    def _build_tables(self) -> None:
+        """Every modality is discrete, so FrozenHopfield(one-hot) is a lookup table per value
+        (identical outputs, computed once)."""
+        xs, ys = torch.meshgrid(torch.arange(self.width), torch.arange(self.height), indexing="ij")
+        cells = torch.stack([xs.flatten(), ys.flatten()], -1)  # (W*H, 2), index x * H + y
+        hot = self._one_hot({"states": cells, "rtg": torch.arange(self.max_rtg + 1), "actions": torch.arange(5),
+                             "rewards": torch.arange(2)})
+        for name in ("states", "rtg", "actions", "rewards"):
+            self.register_buffer(f"table_{name}", self.hopfield[name](hot[name]))
 
     def _one_hot(self, steps: dict) -> dict:
         s = steps["states"]
@@ -146,12 +158,18 @@ class HopfieldEmbedder(nn.Module):
                 "actions": F.one_hot(steps["actions"].clamp(0, 4), 5),
                 "rewards": F.one_hot(steps["rewards"].clamp(0, 1), 2)}
 
+    def token_embeddings(self, steps: dict) -> torch.Tensor:
+        """(B, L) steps -> (B, L, 4, dim): FrozenHopfield embeddings of the (s, R, a, r) tokens."""
+        s = steps["states"]
+        cell = s[..., 0].clamp(0, self.width - 1) * self.height + s[..., 1].clamp(0, self.height - 1)
+        return torch.stack([self.table_states[cell], self.table_rtg[steps["rtg"].clamp(0, self.max_rtg)],
+                            self.table_actions[steps["actions"].clamp(0, 4)],
+                            self.table_rewards[steps["rewards"].clamp(0, 1)]], 2)
+
     @torch.no_grad()
     def state_outputs(self, steps: dict) -> torch.Tensor:
         """(B, L) steps -> (B, L, dim) outputs at the state tokens."""
-        hot = self._one_hot(steps)
-        tokens = torch.stack([self.hopfield[n](hot[n]) for n in ("states", "rtg", "actions", "rewards")], 2)
-        tokens = tokens * steps["mask"][..., None, None]  # (B, L, 4, D)
+        tokens = self.token_embeddings(steps) * steps["mask"][..., None, None]  # (B, L, 4, D)
         if self.encoder is None:
             return tokens[:, :, 0]
         batch, length = tokens.shape[:2]
@@ -187,10 +205,7 @@ def embed_batched(embedder: nn.Module, steps: dict, keep: torch.Tensor | None = 
 
 
 # ----------------------------------------------------------------------------- exact search
-def _stable_topk(scores: torch.Tensor, valid: torch.Tensor, k: int, decimals: int):
-    """Top-k of each row ordered by (-score, id), scores quantised to 10**-decimals so that last-ulp
-    differences between backends / batch sizes cannot flip ties. Returns (scores, ids) with -inf / -1
-    where fewer than k candidates are valid."""
+def _stable_topk_full(scores: torch.Tensor, valid: torch.Tensor, k: int, decimals: int):
     n = scores.shape[1]
     q = torch.round(scores.double() * 10 ** decimals).long()  # (B, N) quantised
     composite = q * n + (n - 1 - torch.arange(n))  # unique per row: larger = better, ties by smaller id
@@ -198,11 +213,34 @@ def _stable_topk(scores: torch.Tensor, valid: torch.Tensor, k: int, decimals: in
     top, ids = torch.topk(composite, min(k, n), dim=1)
     ok = top > torch.iinfo(torch.long).min
     out_scores = torch.where(ok, q.gather(1, ids).double() / 10 ** decimals, -math.inf).float()
-    ids = torch.where(ok, ids, -1)
+    return out_scores, torch.where(ok, ids, -1)
+
+
+def _stable_topk(scores: torch.Tensor, valid: torch.Tensor, k: int, decimals: int, slack: int = 16):
+    """Top-k of each row ordered by (-score, id), scores quantised to 10**-decimals so that last-ulp
+    differences between backends / batch sizes cannot flip ties. Returns (scores, ids) with -inf / -1
+    where fewer than k candidates are valid. A float top-(k + slack) pre-selects; rows whose tie at
+    the k-th score may reach beyond it are redone exactly on the full row."""
+    n = scores.shape[1]
+    kk = min(n, k + slack)
+    masked = scores.masked_fill(~valid, -math.inf)
+    vals, idx = torch.topk(masked, kk, dim=1)
+    sub_valid = torch.isfinite(vals)
+    # candidate order inside the pre-selection must follow ids, not topk's positions
+    q = torch.round(vals.double() * 10 ** decimals).long()
+    composite = torch.where(sub_valid, q * (n + 1) + (n - idx), torch.iinfo(torch.long).min)
+    top, pos = torch.topk(composite, min(k, kk), dim=1)
+    ok = top > torch.iinfo(torch.long).min
+    ids = torch.where(ok, idx.gather(1, pos), -1)
+    out_scores = torch.where(ok, q.gather(1, pos).double() / 10 ** decimals, -math.inf).float()
+    if kk < n:
+        kth = q[:, min(k, kk) - 1]
+        redo = torch.nonzero(sub_valid[:, -1] & (q[:, -1] >= kth)).flatten()
+        if len(redo):
+            out_scores[redo], ids[redo] = _stable_topk_full(scores[redo], valid[redo], k, decimals)
     if k > n:
-        pad = k - n
-        out_scores = F.pad(out_scores, (0, pad), value=-math.inf)
-        ids = F.pad(ids, (0, pad), value=-1)
+        out_scores = F.pad(out_scores, (0, k - n), value=-math.inf)
+        ids = F.pad(ids, (0, k - n), value=-1)
     return out_scores, ids
 
 
