@@ -1,0 +1,391 @@
+"""LRAM (Schmied et al., 2024): xLSTM as the backbone of a multi-domain action model.
+
+Part 1, inference latency: per-step latency of an xLSTM stepping recurrently against a Transformer
+of matched size stepping with a KV cache, over context lengths and batch sizes, at one thread.
+Part 2, performance: both backbones trained by behaviour cloning on one multi-domain dataset (Meta-
+World with scripted experts, classic control with heuristics, GridNav with a shortest-path expert, all
+with noise), evaluated return-conditioned on held-out reset seeds, scored as normalised returns.
+Part 3, reported: the actions-in-context ablation and xLSTM evaluated with its recurrent state over
+whole episodes (longer than the training context) against a sliding window of the training context.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tenfold import plotting
+from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats
+from tenfold.models.decision import CausalTransformer
+from tenfold.models.lram import LRAM, LRAMAgent, LRAMConfig
+from tenfold.nn.xlstm import XLSTMStack, state_nbytes
+from tenfold.tasks.offline_rl import (EVAL_SEED_BASE, OfflineDataset, TaskSpec, build_dataset, default_suite,
+                                      make_env)
+from tenfold.utils.bench import BenchRow, time_fn
+from tenfold.utils.params import count_parameters
+
+PAPER = "A Large Recurrent Action Model: xLSTM enables Fast Inference for Robotics Tasks (arXiv 2410.22391)"
+
+
+@dataclass
+class Config:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    # data (fixed across seeds: the seeds vary the models' initialisation and batches)
+    metaworld_tasks: tuple[str, ...] = ("reach-v3", "push-v3", "button-press-topdown-v3", "drawer-close-v3")
+    classic_tasks: tuple[str, ...] = ("CartPole-v1", "MountainCar-v0", "Acrobot-v1")
+    grid_goals: int = 4
+    metaworld_steps: int = 100
+    classic_steps: int = 200
+    episodes_per_task: int = 20
+    reference_episodes: int = 5
+    data_seed: int = 0
+    # models (matched parameters: an mLSTM block has about half a Transformer layer's parameters)
+    dim: int = 64
+    xlstm_blocks: int = 4
+    transformer_layers: int = 2
+    num_heads: int = 4
+    context: int = 20
+    # training
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 60
+    grad_clip: float = 1.0
+    # evaluation
+    eval_episodes: int = 3
+    ablation_seeds: int = 1  # the first this many seeds also run the ablations (actions in context, window)
+    # latency
+    latency_dim: int = 128
+    latency_xlstm_blocks: int = 4
+    latency_transformer_layers: int = 2
+    latency_contexts: tuple[int, ...] = (150, 600, 2400, 9600, 16384)
+    latency_batches: tuple[int, ...] = (1, 16)
+    latency_repeats: int = 25
+
+
+PRESETS = {
+    "smoke": Config(seeds=(0,), metaworld_tasks=(), classic_tasks=("CartPole-v1",), grid_goals=1,
+                    metaworld_steps=20, classic_steps=20, episodes_per_task=2, reference_episodes=1, steps=4,
+                    batch_size=4, warmup=2, eval_episodes=1, latency_contexts=(16, 64),
+                    latency_batches=(1,), latency_repeats=2, latency_dim=32, context=4),
+    "quick": Config(),
+    "full": Config(seeds=(0, 1, 2, 3, 4), episodes_per_task=40, steps=4000, dim=128, eval_episodes=5, ablation_seeds=5,
+                   latency_contexts=(150, 600, 2400, 9600, 16384, 38400), latency_repeats=50),
+}
+
+GRID_GOALS = ((8, 8), (8, 2), (2, 8), (5, 5))
+ARMS = ("xlstm", "transformer")
+
+
+def suite(cfg: Config) -> list[TaskSpec]:
+    return default_suite(cfg.metaworld_tasks, cfg.classic_tasks, GRID_GOALS[: cfg.grid_goals],
+                         metaworld_steps=cfg.metaworld_steps, classic_steps=cfg.classic_steps)
+
+
+def dataset(cfg: Config) -> tuple[OfflineDataset, list[TaskSpec]]:
+    tasks = suite(cfg)
+    root = build_dataset(tasks, episodes=cfg.episodes_per_task, reference_episodes=cfg.reference_episodes,
+                         seed=cfg.data_seed)
+    return OfflineDataset(root), tasks
+
+
+def model_config(cfg: Config, backbone: str, actions_in_context: bool = False) -> LRAMConfig:
+    return LRAMConfig(backbone=backbone, dim=cfg.dim, num_heads=cfg.num_heads, context=cfg.context,
+                      num_layers=cfg.xlstm_blocks if backbone == "xlstm" else cfg.transformer_layers,
+                      max_timesteps=max(cfg.metaworld_steps, cfg.classic_steps, 64),
+                      actions_in_context=actions_in_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only (not on biases, norms or embeddings), as in the official recipe."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and "embed" not in name.split(".")[0] else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(cfg: Config, data: OfflineDataset, model_cfg: LRAMConfig, seed: int, progress=lambda it: it):
+    """AdamW with linear warm-up and cosine decay; each optimizer step sums one single-domain
+    micro-batch per domain (domains cycled within the step, as in the official multi-domain loop)."""
+    torch.manual_seed(seed)
+    model = LRAM(model_cfg)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup) *
+                                                 0.5 * (1 + math.cos(math.pi * min(s / cfg.steps, 1.0))))
+    generator = torch.Generator().manual_seed(seed)
+    domains, losses = sorted(data.domains), []
+    for _ in progress(range(cfg.steps)):
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for domain in domains:
+            batch = data.sample(domain, cfg.batch_size, cfg.context, model.tokenizer, model_cfg.max_act_dim, generator)
+            loss = model.loss(batch) / len(domains)
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        schedule.step()
+        losses.append(total)
+    return model.eval(), losses
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+class WindowAgent(LRAMAgent):
+    """Re-runs the model over the last ``window`` timesteps each step (the training-context form)."""
+
+    def __init__(self, model: LRAM, *, window: int, **kwargs):
+        super().__init__(model, **kwargs)
+        self.window = window
+
+    def reset(self, target_return: float) -> None:
+        super().reset(target_return)
+        self.history = deque(maxlen=self.window)
+
+    @torch.no_grad()
+    def act(self, obs):
+        self.history.append([np.asarray(obs, np.float32), self.return_to_go, 0.0])
+        states = torch.from_numpy(np.stack([h[0] for h in self.history]))[None]  # (1, T, state_dim)
+        returns = torch.tensor([[h[1] for h in self.history]])
+        rewards = torch.tensor([[h[2] for h in self.history]])
+        logits = self.model(states, returns, rewards, self.scale)[0, -1, : self.act_dim]  # (act_dim, vocab)
+        ids = logits.masked_fill(~self.allowed, float("-inf")).argmax(-1)
+        return ids[0] if self.discrete else self.model.tokenizer.decode_continuous(ids)
+
+    def observe(self, reward: float) -> None:
+        self.history[-1][2] = reward
+        self.return_to_go -= reward
+        self.t += 1
+
+
+def evaluate_model(model: LRAM, data: OfflineDataset, tasks: list[TaskSpec], episodes: int,
+                   window: int | None = None) -> dict[str, dict[str, float]]:
+    """Normalised return per domain and task on the evaluation reset seeds (deterministic argmax)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    scores: dict[str, dict[str, float]] = {}
+    for spec in tasks:
+        info, entry = data.task_info(spec.domain, spec.name), data.domains[spec.domain]
+        kwargs = dict(scale=entry["reward_scale"], discrete=spec.discrete, n_actions=spec.n_actions,
+                      act_dim=spec.act_dim)
+        agent = WindowAgent(model, window=window, **kwargs) if window else LRAMAgent(model, **kwargs)
+        env, returns = make_env(spec), []
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=EVAL_SEED_BASE + episode)
+            agent.reset(info["target_return"])
+            total = 0.0
+            for _ in range(spec.max_steps):
+                action = agent.act(obs)
+                action = int(action) if spec.discrete else action.numpy()
+                obs, reward, terminated, truncated, _ = env.step(action)
+                agent.observe(float(reward))
+                total += float(reward)
+                if terminated or truncated:
+                    break
+            returns.append(total)
+        env.close()
+        span = info["expert_return"] - info["random_return"]  # no span: the task cannot be normalised (NaN)
+        score = (float(np.mean(returns)) - info["random_return"]) / span if span > 0 else float("nan")
+        scores.setdefault(spec.domain, {})[spec.name] = score
+    return scores
+
+
+def overall(scores: dict[str, dict[str, float]]) -> float:
+    """Mean over domains of the mean over each domain's tasks."""
+    return float(np.nanmean([np.nanmean(list(tasks.values())) for tasks in scores.values()]))
+
+
+def run_seed(cfg: Config, ctx: RunContext) -> dict:
+    data, tasks = dataset(cfg)
+    record: dict = {"scores": {}, "overall": {}, "loss": {}, "params": {}, "train_s": {}}
+    ablations = ctx.seed in cfg.seeds[: cfg.ablation_seeds]
+    arms = [(arm, model_config(cfg, arm)) for arm in ARMS]
+    if ablations:
+        arms.append(("xlstm+actions", model_config(cfg, "xlstm", actions_in_context=True)))
+    for name, model_cfg in arms:
+        start = time.process_time()
+        model, losses = train(cfg, data, model_cfg, ctx.seed, lambda it: ctx.progress(it, desc=name))
+        record["train_s"][name] = time.process_time() - start
+        record["loss"][name] = losses[:: max(1, len(losses) // 100)]
+        record["params"][name] = count_parameters(model)
+        evaluations = {name: None}
+        if name == "xlstm" and ablations:
+            evaluations["xlstm-window"] = cfg.context  # the training context, as a sliding window
+        for label, window in evaluations.items():
+            scores = evaluate_model(model, data, tasks, cfg.eval_episodes, window)
+            record["scores"][label], record["overall"][label] = scores, overall(scores)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# latency
+
+
+def latency_grid(cfg: Config) -> dict:
+    """Per-token step latency of xLSTM (recurrent) and a matched Transformer (KV cache) per context
+    length and batch size. The xLSTM state is built by running the context through the chunkwise
+    form; the Transformer's cache is filled with random keys and values of the context's length
+    (the cost of a step does not depend on the cached values). One thread, inference mode."""
+    torch.manual_seed(0)
+    xlstm = XLSTMStack(dim=cfg.latency_dim, num_blocks=cfg.latency_xlstm_blocks, num_heads=4,
+                       backend="chunkwise", chunk_size=64).eval()
+    transformer = CausalTransformer(dim=cfg.latency_dim, num_layers=cfg.latency_transformer_layers, num_heads=4,
+                                    max_positions=max(cfg.latency_contexts) + 4 * (cfg.latency_repeats + 8)).eval()
+    heads, head_dim = 4, cfg.latency_dim // 4
+    rows = []
+    with torch.inference_mode():
+        state, seen = None, 0
+        for context in sorted(cfg.latency_contexts):
+            _, state = xlstm(torch.randn(1, context - seen, cfg.latency_dim), state)  # continue to `context` tokens
+            seen = context
+            for batch in cfg.latency_batches:
+                batch_state = _expand_state(state, batch)
+                x_t = torch.randn(batch, cfg.latency_dim)
+                caches = transformer.new_state()
+                for cache in caches:
+                    cache.fill(torch.randn(batch, heads, context, head_dim), torch.randn(batch, heads, context, head_dim))
+                # CPU time of this thread: the latency at one thread on an idle machine, robust to load
+                xlstm_s = time_fn(lambda: xlstm.step(x_t, batch_state), repeats=cfg.latency_repeats, clock="cpu")
+                transformer_s = time_fn(lambda: transformer.step(x_t, caches), repeats=cfg.latency_repeats, clock="cpu")
+                rows.append({"context": context, "batch": batch, "xlstm_s": xlstm_s, "transformer_s": transformer_s,
+                             "ratio": transformer_s / xlstm_s, "xlstm_state_bytes": state_nbytes(batch_state),
+                             "kv_cache_bytes": sum(c.nbytes() for c in caches)})
+    return {"rows": rows, "xlstm_params": count_parameters(xlstm), "transformer_params": count_parameters(transformer)}
+
+
+def _expand_state(state, batch: int):
+    if isinstance(state, torch.Tensor):
+        return state.expand(batch, *state.shape[1:]).contiguous()
+    if isinstance(state, tuple):
+        return type(state)(*(_expand_state(s, batch) for s in state))
+    return [_expand_state(s, batch) for s in state]
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation of the seeds
+
+
+def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        latency = latency_grid(cfg)
+    finally:
+        torch.set_num_threads(previous)
+    rows = latency["rows"]
+    longest, shortest = max(cfg.latency_contexts), min(cfg.latency_contexts)
+    at = {(r["context"], r["batch"]): r for r in rows}
+    flat = at[(longest, 1)]["xlstm_s"] / at[(shortest, 1)]["xlstm_s"]
+    ratio_long = at[(longest, 1)]["ratio"]
+    memory_ratio = at[(longest, 1)]["kv_cache_bytes"] / at[(longest, 1)]["xlstm_state_bytes"]
+    crossover = {b: next((r["context"] for r in sorted(rows, key=lambda r: r["context"])
+                          if r["batch"] == b and r["ratio"] > 1), None) for b in cfg.latency_batches}
+
+    seeds = sorted(records)
+    arms = sorted({arm for s in seeds for arm in records[s]["overall"]})  # ablation arms: first seeds only
+    runs = {arm: [s for s in seeds if arm in records[s]["overall"]] for arm in arms}
+    overall_scores = {arm: [records[s]["overall"][arm] for s in runs[arm]] for arm in arms}
+    mean = {arm: float(np.mean(v)) for arm, v in overall_scores.items()}
+    metrics = {
+        "normalized_score": {arm: {**seed_stats(v), "seeds": runs[arm]} for arm, v in overall_scores.items()},
+        "per_domain": {arm: {d: seed_stats([np.nanmean(list(records[s]["scores"][arm][d].values())) for s in runs[arm]])
+                             for d in records[runs[arm][0]]["scores"][arm]} for arm in arms},
+        "params": records[seeds[0]]["params"],
+        "train_cpu_s": {arm: seed_stats([records[s]["train_s"][arm] for s in seeds if arm in records[s]["train_s"]])
+                        for arm in records[seeds[0]]["train_s"]},
+        "latency": latency, "crossover_context": crossover,
+    }
+    claims = [
+        check("lram.latency-flat", f"xLSTM per-step latency is flat in context: t({longest}) / t({shortest}) at batch 1",
+              "xLSTM inference latency stays constant as the context grows", flat, "<= 1.25"),
+        check("lram.latency-speedup", f"Transformer-with-KV-cache / xLSTM step latency at {longest} tokens, batch 1, one thread",
+              "xLSTM is faster than the Transformer at long contexts (latency grows with context for the Transformer)",
+              ratio_long, ">= 3"),
+        check("lram.state-memory", f"KV-cache bytes / xLSTM state bytes at {longest} tokens",
+              "the Transformer's cache grows with context; xLSTM's state does not", memory_ratio, ">= 10"),
+        check("lram.parity", "xLSTM normalised score minus the Transformer's (mean over seeds, domains averaged)",
+              "xLSTM compares favourably to Transformers in performance at matched size",
+              mean["xlstm"] - mean["transformer"], ">= -0.05"),
+        check("lram.bc-works", "the lower of the two backbones' mean normalised scores",
+              "both backbones learn the multi-domain suite from offline data", min(mean["xlstm"], mean["transformer"]),
+              ">= 0.6"),
+    ]
+    figures = [_plot_latency(rows, cfg, out_dir), _plot_scores(records, out_dir), _plot_loss(records, out_dir)]
+    return Evaluation(claims, metrics, figures)
+
+
+def _plot_latency(rows, cfg: Config, out_dir: Path) -> str:
+    fig, axes = plotting.figure(ncols=2)
+    for batch in cfg.latency_batches:
+        part = sorted((r for r in rows if r["batch"] == batch), key=lambda r: r["context"])
+        contexts = [r["context"] for r in part]
+        axes[0].plot(contexts, [1e3 * r["xlstm_s"] for r in part], "o-", label=f"xLSTM, batch {batch}")
+        axes[0].plot(contexts, [1e3 * r["transformer_s"] for r in part], "s--", label=f"Transformer+KV, batch {batch}")
+        axes[1].plot(contexts, [r["kv_cache_bytes"] / 2**20 for r in part], "s--", label=f"KV cache, batch {batch}")
+        axes[1].plot(contexts, [r["xlstm_state_bytes"] / 2**20 for r in part], "o-", label=f"xLSTM state, batch {batch}")
+    axes[0].set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="ms per token", title="step latency, 1 thread")
+    axes[1].set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="MiB", title="inference state")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    return plotting.save(fig, out_dir, "latency.png")
+
+
+def _plot_scores(records, out_dir: Path) -> str:
+    seeds = sorted(records)
+    arms = list(records[seeds[0]]["scores"])
+    domains = list(records[seeds[0]]["scores"][arms[0]])
+    fig, ax = plotting.figure(width=7)
+    width = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        runs = [s for s in seeds if arm in records[s]["scores"]]
+        values = np.array([[np.nanmean(list(records[s]["scores"][arm][d].values())) for d in domains] for s in runs])
+        label = arm if len(runs) == len(seeds) else f"{arm} ({len(runs)} seed)"
+        ax.bar(np.arange(len(domains)) + i * width, values.mean(0), width, yerr=values.std(0), label=label, capsize=2)
+    ax.set_xticks(np.arange(len(domains)) + width * (len(arms) - 1) / 2, domains)
+    ax.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax.set(ylabel="normalised return (expert = 1)", title="returns per domain (mean ± std over seeds)")
+    ax.legend(fontsize=7)
+    return plotting.save(fig, out_dir, "returns.png")
+
+
+def _plot_loss(records, out_dir: Path) -> str:
+    seeds = sorted(records)
+    fig, ax = plotting.figure()
+    for arm in records[seeds[0]]["loss"]:
+        curves = [records[s]["loss"][arm] for s in seeds if arm in records[s]["loss"]]
+        plotting.band(ax, list(range(len(curves[0]))), curves, label=arm)
+    ax.set(xlabel="training progress (1% steps)", ylabel="action cross-entropy", yscale="log", title="training loss")
+    ax.legend()
+    return plotting.save(fig, out_dir, "loss.png")
+
+
+def bench(quick: bool) -> list[BenchRow]:
+    """The latency grid as ratios: Transformer-with-KV-cache step time over xLSTM step time."""
+    cfg = PRESETS["quick"] if quick else PRESETS["full"]
+    if quick:
+        cfg = replace(cfg, latency_contexts=(150, 2400, 16384), latency_batches=(1,))
+    rows = latency_grid(cfg)["rows"]
+    return [BenchRow(f"step @ {r['context']} tokens, batch {r['batch']}", "xLSTM recurrent step",
+                     "Transformer KV-cache step", r["xlstm_s"], r["transformer_s"],
+                     {"context": r["context"], "batch": r["batch"]}) for r in rows]
+
+
+EXPERIMENT = Experiment(
+    name="lram", paper=PAPER, presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=6.0,
+    claim_ids=("lram.latency-flat", "lram.latency-speedup", "lram.state-memory", "lram.parity", "lram.bc-works"),
+    bench=bench,
+)
