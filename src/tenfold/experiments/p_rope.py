@@ -76,8 +76,8 @@ class Config:
 
 
 PRESETS = {
-    "smoke": Config(seeds=(0,), arms=("NoPE", "RoPE", "0.75-RoPE"), p_steps=20, s_steps=20, test_len=96,
-                    test_distances=(4, 95), eval_batch=16, test_batch=8, curve_every=10),
+    "smoke": Config(seeds=(0,), arms=("NoPE", "RoPE", "0.75-RoPE"), p_steps=10, s_steps=10, test_len=64,
+                    test_distances=(4, 63), eval_batch=16, test_batch=8, curve_every=5),
     "quick": Config(),
     "full": Config(seeds=tuple(range(10)), p_steps=1500, s_steps=2000, eval_batch=512, test_batch=256),
 }
