@@ -99,3 +99,9 @@ def test_cpu_clock_measures_work_not_sleep():
     assert time_fn(lambda: time.sleep(0.02), warmup=0, repeats=2, clock="wall") >= 0.02
     with pytest.raises(ValueError, match="clock"):
         time_fn(lambda: None, clock="gpu")
+
+
+def test_activation_bytes_with_math_attention_counts_the_attention_matrix():
+    q = torch.randn(1, 2, 64, 8, requires_grad=True)
+    attend = lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q)  # noqa: E731
+    assert activation_bytes(attend, math_attention=True) >= 2 * 64 * 64 * 4  # the (heads, seq, seq) weights
