@@ -7,7 +7,9 @@ local processes with a process group set up exactly as ``torchrun`` would (env:/
 
 from __future__ import annotations
 
+import io
 import os
+import queue
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +61,9 @@ def _worker(rank: int, size: int, port: int, fn: Callable, args: tuple, results)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=size)
     try:
-        results.put((rank, fn(*args)))
+        buffer = io.BytesIO()  # plain bytes: tensors put on a queue directly would be shared by file
+        torch.save(fn(*args), buffer)  # descriptors, which vanish when this worker exits
+        results.put((rank, buffer.getvalue()))
     finally:
         dist.destroy_process_group()
 
@@ -67,11 +71,25 @@ def _worker(rank: int, size: int, port: int, fn: Callable, args: tuple, results)
 def run_processes(fn: Callable, size: int = 2, args: tuple = ()) -> list:
     """Run ``fn(*args)`` in ``size`` spawned processes joined in a gloo process group on localhost;
     return each rank's return value (which must be picklable). ``fn`` must be importable by name.
-    Results come back through a queue (no manager process, so one torch import less per call)."""
+
+    Results are read from a queue while the workers run (a worker blocks on a full pipe until its
+    result is read, so reading only after joining could deadlock on large results).
+    """
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    results = mp.get_context("spawn").SimpleQueue()
-    mp.start_processes(_worker, args=(size, free_port(), fn, args, results), nprocs=size,
-                       start_method="spawn", join=True)
-    by_rank = dict(results.get() for _ in range(size))
+    results = mp.get_context("spawn").Queue()
+    workers = mp.start_processes(_worker, args=(size, free_port(), fn, args, results), nprocs=size,
+                                 start_method="spawn", join=False)
+    by_rank: dict[int, object] = {}
+    finished = False
+    while len(by_rank) < size:
+        try:
+            rank, payload = results.get(timeout=0.05 if not finished else 5.0)
+            by_rank[rank] = torch.load(io.BytesIO(payload), weights_only=False)
+        except queue.Empty:
+            if finished:
+                raise RuntimeError(f"only ranks {sorted(by_rank)} of {size} returned a result") from None
+            finished = workers.join(timeout=0)  # raises if a worker failed
+    while not workers.join():
+        pass
     return [by_rank[rank] for rank in range(size)]
