@@ -7,6 +7,7 @@ _EXPORTS = {
     "RotaryEmbedding": "rope",
     "adaptive_temperature_softmax": "adaptive_temperature", "AdaptiveSoftmax": "adaptive_temperature",
     "two_pass_attention": "adaptive_temperature",
+    "BlockDiagonalLinear": "blockdiag",
     "LowRankLinear": "structured", "BlockDenseLinear": "structured", "BlockShuffleLinear": "structured",
     "RGLRU": "rglru",
     "XLSTMStack": "xlstm", "MLSTMBlock": "xlstm", "SLSTMBlock": "xlstm", "SLSTMCell": "xlstm",
