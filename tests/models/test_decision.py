@@ -66,3 +66,14 @@ def test_bad_input_and_position_overflow_raise():
         model(torch.randn(5, 8))
     with pytest.raises(ValueError, match="backbone kind"):
         make_backbone("mamba", dim=8, num_layers=1, num_heads=2)
+
+
+def test_padding_mask_hides_left_padding():
+    torch.manual_seed(0)
+    model = CausalTransformer(dim=16, num_layers=2, num_heads=2, max_positions=64, pos_embedding="none").eval()
+    x = torch.randn(1, 6, 16)
+    padded = torch.cat([torch.randn(1, 3, 16), x], 1)  # three padding tokens on the left
+    keys_allowed = torch.tensor([False] * 3 + [True] * 6)[None, None, None, :]  # (1, 1, 1, keys)
+    y_padded, _ = model(padded, attn_mask=keys_allowed)
+    y, _ = model(x)
+    torch.testing.assert_close(y_padded[:, 3:], y, atol=1e-5, rtol=0)

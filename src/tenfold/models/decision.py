@@ -80,9 +80,12 @@ class CausalTransformer(nn.Module):
     def new_state(self) -> list[KVCache]:
         return [KVCache(self.window) if self.window else PreallocatedKVCache() for _ in self.blocks]
 
-    def forward(self, x: torch.Tensor, state: list[KVCache] | None = None, positions: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, state: list[KVCache] | None = None, positions: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None):
         """x: (batch, seq, dim) -> (y, caches). ``positions`` (seq,) or (batch, seq) default to
-        continuing from what the caches hold (0, 1, ... without caches)."""
+        continuing from what the caches hold (0, 1, ... without caches); ``attn_mask`` (bool,
+        broadcastable to (batch, heads, seq, keys), True where allowed) is combined with causality,
+        e.g. to mask the padding of left-padded contexts."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"expected x shaped (batch, seq, {self.dim}), got {tuple(x.shape)}")
         if positions is None:
@@ -94,7 +97,7 @@ class CausalTransformer(nn.Module):
                                  "use a sliding window or a larger max_positions")
             x = x + self.pos(positions)
         for i, block in enumerate(self.blocks):
-            x = block(x, positions, state[i] if state else None)
+            x = block(x, positions, state[i] if state else None, attn_mask)
         return self.norm(x), state
 
     def step(self, x_t: torch.Tensor, state: list[KVCache] | None = None, position: int | None = None):
