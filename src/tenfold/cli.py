@@ -201,9 +201,11 @@ def claim_table(result: dict) -> str:
 
 
 def bench_table(rows) -> str:
-    lines = [f"  {'benchmark':<40}{'baseline':>14}{'method':>14}{'ratio':>9}"]
+    """One line per measurement: method time / baseline time (below 1: the method is faster)."""
+    lines = [f"  {'benchmark':<40}{'baseline':>14}{'method':>14}{'ratio':>9}  method vs baseline"]
     for row in rows:
-        lines.append(f"  {row.name:<40}{row.baseline_s * 1e3:>11.3f} ms{row.method_s * 1e3:>11.3f} ms{row.ratio:>9.3f}")
+        lines.append(f"  {row.name:<40}{row.baseline_s * 1e3:>11.3f} ms{row.method_s * 1e3:>11.3f} ms"
+                     f"{row.ratio:>9.3f}  {row.method} vs {row.baseline}")
     return "\n".join(lines)
 
 
