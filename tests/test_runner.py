@@ -62,6 +62,7 @@ def test_interrupted_run_resumed_equals_uninterrupted(tmp_path):
     assert (folder / "seeds" / "seed_0.json").stat().st_mtime_ns == saved_seed_0  # not rerun
     assert resumed["metrics"] == whole["metrics"]
     assert resumed["claims"] == whole["claims"]
+    assert set(resumed["env"]["cpu_s_per_seed"]) == {"0", "1", "2"}  # finished seeds keep their CPU time
 
 
 def test_resume_refuses_a_changed_config(tmp_path):

@@ -79,14 +79,13 @@ def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path
     if not seeds or len(set(seeds)) != len(seeds):
         raise RunError(f"seeds must be distinct and non-empty, got {seeds}")
     config = config_dict(cfg)
-    records = _load_finished(seed_dir, seeds, config) if resume else {}
+    records, cpu_s = _load_finished(seed_dir, seeds, config) if resume else ({}, {})
     if records:
         log(f"[{experiment.name}] resuming in {out_dir}: seeds {sorted(records)} already done")
     todo = [s for s in seeds if s not in records]
     start = time.perf_counter()
     bar = tqdm(total=len(seeds), initial=len(records), desc=experiment.name, unit="seed", leave=False,
                disable=not sys.stderr.isatty())
-    cpu_s = {}
     for seed, record, seed_cpu_s in _run_seeds(experiment, cfg, todo, torch_device, seed_dir, workers):
         atomic_write_json(seed_dir / f"seed_{seed}.json",
                           {"seed": seed, "config": config, "cpu_s": seed_cpu_s, "record": record})
@@ -110,7 +109,7 @@ def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path
         "figures": list(evaluation.figures),
         "wall_s": round(time.perf_counter() - start, 2),
         "env": {**environment(torch_device, workers_used(workers, len(todo))),
-                "cpu_s_per_seed": {str(seed): round(t, 2) for seed, t in cpu_s.items()}},
+                "cpu_s_per_seed": {str(seed): round(cpu_s[seed], 2) for seed in seeds if seed in cpu_s}},
     }
     atomic_write_json(out_dir / RESULT_FILE, result)
     result["_dir"] = str(out_dir)
@@ -121,8 +120,9 @@ def config_dict(cfg: Any) -> dict:
     return jsonable(dataclasses.asdict(cfg))
 
 
-def _load_finished(seed_dir: Path, seeds: list[int], config: dict) -> dict[int, dict]:
-    finished = {}
+def _load_finished(seed_dir: Path, seeds: list[int], config: dict) -> tuple[dict[int, dict], dict[int, float]]:
+    """Records (and CPU seconds) of the seeds already finished with this config."""
+    finished, cpu_s = {}, {}
     comparable = {k: v for k, v in config.items() if k != "seeds"}
     for seed in seeds:
         path = seed_dir / f"seed_{seed}.json"
@@ -135,7 +135,9 @@ def _load_finished(seed_dir: Path, seeds: list[int], config: dict) -> dict[int, 
             raise RunError(f"cannot resume {path.parent.parent}: its config differs in {changed}; "
                            "run without --resume to start a fresh folder")
         finished[seed] = saved["record"]
-    return finished
+        if "cpu_s" in saved:
+            cpu_s[seed] = saved["cpu_s"]
+    return finished, cpu_s
 
 
 def workers_used(workers: int | None, jobs: int) -> int:
