@@ -235,6 +235,22 @@ class _DriftMixin:
     def _all(self) -> list[tuple[dict, Tensor]]:
         return [(g, p) for g in self.param_groups for p in g["params"]]
 
+    def _begin_step(self, closure: Callable[[], Tensor] | None):
+        """The opening of every step: evaluate the closure at θ_t and return (entries, params, copies of
+        θ_t, loss, gradients, drifting entries (group, param, index)); the caller checks finiteness."""
+        if closure is None:
+            raise ValueError(f"{type(self).__name__}.step needs a closure (zero grads, forward, backward, "
+                             "return loss on the new batch)")
+        self._passes = 0
+        entries = self._all()
+        params = [p for _, p in entries]
+        theta = [p.detach().clone() for p in params]
+        loss = self._call(closure)
+        grads = _grads(params)
+        self.last_online_loss = float(loss) if loss is not None else float("nan")
+        drifting = [(g, p, i) for i, (g, p) in enumerate(entries) if self.state[p]["drift"]]
+        return entries, params, theta, loss, grads, drifting
+
     def _call(self, closure: Callable[[], Tensor]):
         with torch.enable_grad():
             loss = closure()
@@ -411,19 +427,9 @@ class SoftReset(_DriftMixin, Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One Soft Reset step on the batch the closure evaluates; returns the loss at θ_t."""
-        if closure is None:
-            raise ValueError(f"{type(self).__name__}.step needs a closure (zero grads, forward, backward, "
-                             "return loss on the new batch)")
-        self._passes = 0
-        entries = self._all()
-        params = [p for _, p in entries]
-        theta = [p.detach().clone() for p in params]
-        loss = self._call(closure)
-        g0 = _grads(params)
-        self.last_online_loss = float(loss) if loss is not None else float("nan")
+        entries, params, theta, loss, g0, drifting = self._begin_step(closure)
         if not _is_finite(loss, g0):
             return self._skip(params, theta, loss)
-        drifting = [(g, p, i) for i, (g, p) in enumerate(entries) if self.state[p]["drift"]]
         gammas = self._gammas(closure, drifting, theta, {i: g0[i] for _, _, i in drifting})
         drifted = self._drift(drifting, gammas)
         grads = g0
@@ -642,18 +648,9 @@ class BayesianSoftResetProximal(_DriftMixin, Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One Bayesian Soft Reset step on the closure's batch; returns the loss at μ_t."""
-        if closure is None:
-            raise ValueError("BayesianSoftResetProximal.step needs a closure")
-        self._passes = 0
-        entries = self._all()
-        params = [p for _, p in entries]
-        theta = [p.detach().clone() for p in params]
-        loss = self._call(closure)
-        g0 = _grads(params)
-        self.last_online_loss = float(loss) if loss is not None else float("nan")
+        entries, params, theta, loss, g0, drifting = self._begin_step(closure)
         if not _is_finite(loss, g0):
             return self._skip(params, theta, loss)
-        drifting = [(g, p, i) for i, (g, p) in enumerate(entries) if self.state[p]["drift"]]
         gammas = self._bayes_gammas(closure, drifting, theta, g0)
         priors = {}
         for g, p, i in drifting:
