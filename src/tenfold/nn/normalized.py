@@ -234,7 +234,27 @@ def _check_norm_kind(norm: str) -> None:
         raise ValueError(f"norm must be one of {NORM_KINDS}, got {norm!r}")
 
 
-class NormMLP(nn.Sequential):
+class _NormSequential(nn.Sequential):
+    """A plain layer list turned into its normalized form (a norm before every activation, unless
+    ``norm="none"``), He-initialised, with the last layer as the head."""
+
+    def __init__(self, plain: list[nn.Module], norm: str, norm_eps: float, bias_before_norm: bool):
+        layers = nn.Sequential(*plain)
+        if norm != "none":
+            layers = add_norm_before_activations(layers, norm=norm, eps=norm_eps, bias_before_norm=bias_before_norm)
+        super().__init__(*layers)
+        self.norm_kind = norm
+        he_init_(self)
+
+    @property
+    def head(self) -> nn.Linear:
+        return self[-1]
+
+    def nap_groups(self) -> NaPGroups:
+        return find_nap_groups(self)
+
+
+class NormMLP(_NormSequential):
     """MLP ``in → hidden... → out`` with a normalization before every activation (NaP, Lyle et al. 2024).
 
     ``norm="none"`` gives the plain MLP ``Linear(bias) → act → ... → Linear``; ``"layer"``/``"rms"``
@@ -255,22 +275,10 @@ class NormMLP(nn.Sequential):
         for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
             plain += [nn.Linear(fan_in, fan_out), _activation(activation)]
         plain.append(nn.Linear(sizes[-2], out_features, bias=head_bias))
-        layers = nn.Sequential(*plain)
-        if norm != "none":
-            layers = add_norm_before_activations(layers, norm=norm, eps=norm_eps, bias_before_norm=bias_before_norm)
-        super().__init__(*layers)
-        self.norm_kind = norm
-        he_init_(self)
-
-    @property
-    def head(self) -> nn.Linear:
-        return self[-1]
-
-    def nap_groups(self) -> NaPGroups:
-        return find_nap_groups(self)
+        super().__init__(plain, norm, norm_eps, bias_before_norm)
 
 
-class NormCNN(nn.Sequential):
+class NormCNN(_NormSequential):
     """Small CNN ``[Conv3x3 → (Norm) → ReLU → MaxPool2] × len(channels) → global avg pool → Linear``.
 
     With ``norm="layer"`` the norm is ``GroupNorm(1, C)`` (LayerNorm over the feature map), with
@@ -290,19 +298,7 @@ class NormCNN(nn.Sequential):
             if pool:
                 plain.append(nn.MaxPool2d(2))
         plain += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(sizes[-2], num_classes)]
-        layers = nn.Sequential(*plain)
-        if norm != "none":
-            layers = add_norm_before_activations(layers, norm=norm, eps=norm_eps, bias_before_norm=bias_before_norm)
-        super().__init__(*layers)
-        self.norm_kind = norm
-        he_init_(self)
-
-    @property
-    def head(self) -> nn.Linear:
-        return self[-1]
-
-    def nap_groups(self) -> NaPGroups:
-        return find_nap_groups(self)
+        super().__init__(plain, norm, norm_eps, bias_before_norm)
 
 
 class NormTransformerBlock(nn.Module):
