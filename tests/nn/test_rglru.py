@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tenfold.nn.rglru import (
-    CausalConv1D, LinearScanFn, RGLRU, RGLRUState, RecurrentBlock, TemporalBlock, linear_scan, ring_init_,
+    CausalConv1D, FusedRGLRUFn, LinearScanFn, RGLRU, RGLRUState, RecurrentBlock, TemporalBlock, linear_scan, ring_init_,
     sqrt_bounded_grad,
 )
 from tenfold.utils import activation_bytes
@@ -110,14 +110,14 @@ def _reference_rglru(lru: RGLRU, v: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
-def _lru(scan="custom", **kw):
+def _lru(scan="custom", fused=True, **kw):
     torch.manual_seed(0)
-    return RGLRU(width=8, num_heads=2, scan=scan, **kw).double()
+    return RGLRU(width=8, num_heads=2, scan=scan, fused=fused, **kw).double()
 
 
-@pytest.mark.parametrize("scan", ["loop", "custom", "doubling"])
-def test_rglru_matches_reference(scan):
-    lru = _lru(scan)
+@pytest.mark.parametrize("scan,fused", [("loop", False), ("custom", False), ("doubling", False), ("custom", True)])
+def test_rglru_matches_reference(scan, fused):
+    lru = _lru(scan, fused)
     v = torch.randn(3, 7, 8, dtype=torch.float64)
     y, state = lru(v)
     assert torch.allclose(y, _reference_rglru(lru, v), atol=1e-10)
@@ -170,9 +170,73 @@ def test_rglru_init_and_args():
     with pytest.raises(ValueError, match="min_rad"):
         RGLRU(width=8, num_heads=2, min_rad=0.9, max_rad=0.5)
     with pytest.raises(ValueError, match="scan"):
-        RGLRU(width=8, num_heads=2, scan="fft")
+        RGLRU(width=8, num_heads=2, scan="fft", fused=False)
+    with pytest.raises(ValueError, match="fused=False"):
+        RGLRU(width=8, num_heads=2, scan="loop")
     with pytest.raises(ValueError, match=r"\(batch, T, 12\)"):
         lru(torch.randn(2, 5, 11))
+
+
+def _fused_inputs(seed=0):
+    lru = _lru()
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(2, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().clone().requires_grad_() for p in (lru.input_gate.weight, lru.input_gate.bias,
+                                                            lru.a_gate.weight, lru.a_gate.bias, lru.a_param)]
+    return v, h0, params
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_fused_rglru_gradcheck_float64(reset):
+    v, h0, params = _fused_inputs()
+    assert torch.autograd.gradcheck(lambda v, h0, *p: FusedRGLRUFn.apply(v, h0, reset, *p, 8.0, 1000.0),
+                                    (v, h0, *params))
+    assert torch.autograd.gradcheck(lambda v, *p: FusedRGLRUFn.apply(v, None, reset, *p, 8.0, 1000.0), (v, *params))
+
+
+def test_fused_rglru_bounded_sqrt_gradient():
+    # with r_t = 1 and a -> 1 the multiplier's derivative hits the bound; the fused and plain paths agree there
+    grads = {}
+    for fused in (True, False):
+        lru = _lru(fused=fused, min_rad=0.999999, max_rad=0.999999)
+        with torch.no_grad():
+            lru.a_gate.bias.fill_(1e4)
+        v = torch.randn(2, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        y, _ = lru(v)
+        grads[fused] = torch.autograd.grad(y.sum(), [v, lru.a_param])
+    for g_fused, g_plain in zip(grads[True], grads[False]):
+        assert torch.allclose(g_fused, g_plain, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+def test_fused_rglru_equals_plain_outputs_and_gradients(dtype, tol):
+    torch.manual_seed(0)
+    fused = RGLRU(width=16, num_heads=4).to(dtype)
+    plain = RGLRU(width=16, num_heads=4, fused=False, scan="loop").to(dtype)
+    plain.load_state_dict(fused.state_dict())
+    v = torch.randn(3, 11, 16, dtype=dtype, requires_grad=True)
+    for state in (None, RGLRUState(torch.randn(3, 16, dtype=dtype, requires_grad=True), 5)):
+        results = []
+        for lru in (fused, plain):
+            y, new_state = lru(v, state)
+            weight = torch.linspace(-1, 1, y.numel(), dtype=dtype).view_as(y)
+            inputs = [v, *lru.parameters()] + ([state.h] if state is not None else [])
+            results.append((y, new_state.h, torch.autograd.grad((y * weight).sum(), inputs)))
+        (y_f, h_f, g_f), (y_p, h_p, g_p) = results
+        assert torch.allclose(y_f, y_p, rtol=tol, atol=tol) and torch.allclose(h_f, h_p, rtol=tol, atol=tol)
+        for a, b in zip(g_f, g_p):
+            assert torch.allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_fused_rglru_saves_only_input_and_output():
+    torch.manual_seed(0)
+    fused = RGLRU(width=16, num_heads=2)
+    plain = RGLRU(width=16, num_heads=2, fused=False)
+    v = torch.randn(4, 32, 16, requires_grad=True)
+    saved = activation_bytes(lambda: fused(v * 1.0))
+    assert saved <= 2 * v.nbytes + 64  # v and h (h is the output, also kept by the next layer)
+    assert activation_bytes(lambda: plain(v * 1.0)) > 4 * saved
 
 
 def test_conv_taps_causality_and_step():

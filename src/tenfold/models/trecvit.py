@@ -67,7 +67,8 @@ class TRecViTConfig:
     readout: str = "mean"  # "mean": average tanh pre-logits over frames; "last": last frame only
     temporal: str = "lru"  # "lru" | "attention" | "causal_attention" | "none"
     time_posemb: bool = False  # learned (frames_per_clip, D) time embedding (for attention mixers)
-    scan: str = "custom"  # linear-scan implementation of the RG-LRU
+    fused_rglru: bool = True  # RG-LRU gates + scan in one autograd Function (saves only v and h)
+    scan: str = "custom"  # linear-scan implementation of the unfused RG-LRU (fused_rglru=False)
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "mlp_dim", "num_heads", "conv_width", "patch", "image_size", "in_chans",
@@ -213,7 +214,8 @@ class NoTemporalMixing(nn.Module):
 def make_temporal(cfg: TRecViTConfig) -> nn.Module:
     if cfg.temporal == "lru":
         return TemporalBlock(width=cfg.width, lru_width=cfg.lru, num_heads=cfg.num_heads, conv_width=cfg.conv_width,
-                             min_rad=cfg.min_rad, max_rad=cfg.max_rad, depth=cfg.depth, scan=cfg.scan)
+                             min_rad=cfg.min_rad, max_rad=cfg.max_rad, depth=cfg.depth, scan=cfg.scan,
+                             fused=cfg.fused_rglru)
     if cfg.temporal == "none":
         return NoTemporalMixing()
     return TemporalAttention(width=cfg.width, num_heads=cfg.num_heads, causal=cfg.temporal == "causal_attention")

@@ -17,6 +17,11 @@ implementations: ``"loop"`` (a plain autograd loop over time), ``"custom"`` (the
 autograd bookkeeping inside a ``torch.autograd.Function`` whose backward is the reverse-time
 recurrence g_t = dy_t + a_{t+1} g_{t+1}; it saves only a and h) and ``"doubling"`` (Hillis-Steele,
 log2(T) vectorised steps; autograd-native).
+
+``RGLRU(fused=True)`` (the default) runs gates and scan as one ``torch.autograd.Function``
+(:class:`FusedRGLRUFn`) that keeps only its input v and its output h for the backward and recomputes
+the gates there, the way the paper's fused scan kernel does; ``fused=False`` is the plain autograd
+graph of :meth:`RGLRU.gates` followed by :func:`linear_scan` (about 11 saved W-wide tensors per step).
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
-from tenfold.nn.blockdiag import BlockDiagonalLinear
+from tenfold.nn.blockdiag import BlockDiagonalLinear, block_diagonal_matmul
 
 SCAN_IMPLS = ("loop", "custom", "doubling")
 MAX_SQRT_GRADIENT = 1000.0
@@ -148,6 +154,98 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------
+# fused RG-LRU (gates + scan in one autograd Function; the gates are recomputed in backward)
+
+
+def _block_diag(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """BlockDiagonalLinear as a function: x (..., W) -> (..., W) with weight (blocks, W/blocks, W/blocks)."""
+    blocks, _, in_b = weight.shape
+    x_blocks = x.reshape(*x.shape[:-1], blocks, in_b)  # (..., blocks, W/blocks)
+    return block_diagonal_matmul(x_blocks, weight).reshape(x.shape) + bias  # (..., W)
+
+
+def _block_diag_backward(x: torch.Tensor, weight: torch.Tensor, dy: torch.Tensor, needs: tuple[bool, bool, bool]):
+    """Gradients (dx, dweight, dbias) of :func:`_block_diag` for upstream dy (..., W); None where not needed."""
+    blocks, out_b, in_b = weight.shape
+    dx = dw = db = None
+    dy_blocks = dy.reshape(-1, blocks, out_b)  # (tokens, blocks, W/blocks)
+    if needs[0]:
+        dx = block_diagonal_matmul(dy_blocks, weight.transpose(1, 2)).reshape(x.shape)  # (..., W)
+    if needs[1]:
+        x_blocks = x.reshape(-1, blocks, in_b).transpose(0, 1)  # (blocks, tokens, W/blocks)
+        dw = torch.bmm(dy_blocks.transpose(0, 1).transpose(1, 2), x_blocks)  # (blocks, out_b, in_b)
+    if needs[2]:
+        db = dy.reshape(-1, dy.shape[-1]).sum(0)  # (W,)
+    return dx, dw, db
+
+
+def _fused_gates(v, reset, w_x, b_x, w_a, b_a, lam, c):
+    """Gates i_t, r_t, decay a_t and multiplier m_t (batch, T, W) in at least fp32, and softplus(Lambda) (W,),
+    with the same arithmetic as :meth:`RGLRU.gates`; ``reset``: the first step is a segment start."""
+    acc = torch.promote_types(v.dtype, torch.float32)
+    gate_x = torch.sigmoid(_block_diag(v, w_x, b_x)).to(acc)
+    gate_a = torch.sigmoid(_block_diag(v, w_a, b_a)).to(acc)
+    softplus = F.softplus(lam.to(acc))
+    log_a = -c * gate_a * softplus
+    multiplier = torch.expm1(2.0 * log_a).neg_().sqrt_()  # sqrt(1 - a_t^2)
+    a = log_a.exp_()
+    if reset:  # a_0 = 0, m_0 = 1
+        a[:, 0] = 0.0
+        multiplier[:, 0] = 1.0
+    return gate_x, gate_a, softplus, a, multiplier
+
+
+class FusedRGLRUFn(torch.autograd.Function):
+    """The RG-LRU (gates and scan) with a hand-written backward that saves only v, h and h0.
+
+    Forward: the same arithmetic as :meth:`RGLRU.gates` + the linear scan, without autograd.
+    Backward: recompute the gates from v, run the reverse-time recurrence g_t = dh_t + a_{t+1} g_{t+1},
+    then chain through b_t = m_t i_t v_t, log a_t = -c r_t softplus(Lambda) and the two block-diagonal
+    gate linears. With m = sqrt(1 - a^2) and its derivative bounded as in :func:`sqrt_bounded_grad`,
+    dm/dlog a = -a^2 / max(m, 1/(2 max_grad)), so dL/dlog a_t = g_t a_t (h_{t-1} - i_t v_t a_t / max(m_t, .)).
+    """
+
+    @staticmethod
+    def forward(ctx, v, h0, reset, w_x, b_x, w_a, b_a, lam, c, max_grad):
+        gate_x, _, _, a, multiplier = _fused_gates(v, reset, w_x, b_x, w_a, b_a, lam, c)
+        h = _scan_forward_loop(a, v.to(a.dtype) * gate_x * multiplier, h0)  # (batch, T, W)
+        ctx.c, ctx.max_grad, ctx.has_h0, ctx.reset = c, max_grad, h0 is not None, reset
+        ctx.save_for_backward(v, h, h0 if h0 is not None else h.new_zeros(()), w_x, b_x, w_a, b_a, lam)
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dh):
+        v, h, h0, w_x, b_x, w_a, b_a, lam = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        gate_x, gate_a, softplus, a, multiplier = _fused_gates(v, ctx.reset, w_x, b_x, w_a, b_a, lam, ctx.c)
+        g = torch.empty_like(h)  # gradient flowing into h_t, = dL/db_t
+        carry = dh[:, -1].to(h.dtype)
+        g[:, -1] = carry
+        for t in range(h.shape[1] - 2, -1, -1):
+            carry = torch.addcmul(dh[:, t], a[:, t + 1], carry)
+            g[:, t] = carry
+        first = h0 if ctx.has_h0 else torch.zeros_like(h[:, 0])
+        h_prev = torch.cat([first.unsqueeze(1), h[:, :-1]], dim=1)  # (batch, T, W): h_{t-1}
+        v_acc = v.to(h.dtype)
+        g_m = g * multiplier
+        d_pre_x = torch.ops.aten.sigmoid_backward(g_m * v_acc, gate_x).to(v.dtype)  # through b = v i m
+        # dL/dlog a = g a (h_prev - v i a / max(m, 1/(2 max_grad))); zero at a reset, where a_0 = 0
+        d_log_a = (v_acc * gate_x * a).div_(multiplier.clamp(min=0.5 / ctx.max_grad)).neg_().add_(h_prev)
+        d_log_a.mul_(a).mul_(g)
+        d_lam = None
+        if needs[7]:  # log a = -c r softplus(Lambda), softplus' = sigmoid
+            d_lam = ((d_log_a * gate_a).reshape(-1, h.shape[-1]).sum(0)
+                     * (-ctx.c) * torch.sigmoid(lam.to(h.dtype))).to(lam.dtype)
+        d_pre_a = torch.ops.aten.sigmoid_backward(d_log_a.mul_(-ctx.c * softplus), gate_a).to(v.dtype)
+        dv_x, dw_x, db_x = _block_diag_backward(v, w_x, d_pre_x, (needs[0], needs[3], needs[4]))
+        dv_a, dw_a, db_a = _block_diag_backward(v, w_a, d_pre_a, (needs[0], needs[5], needs[6]))
+        dv = (g_m * gate_x).to(v.dtype).add_(dv_x).add_(dv_a) if needs[0] else None
+        dh0 = a[:, 0] * g[:, 0] if ctx.has_h0 and needs[1] else None
+        return dv, dh0, None, dw_x, db_x, dw_a, db_a, d_lam, None, None
+
+
+# ----------------------------------------------------------------------------------------------
 # RG-LRU
 
 
@@ -179,14 +277,18 @@ class RGLRU(nn.Module):
     Args:
         width: number of channels W. num_heads: blocks of the block-diagonal gate linears (divides W).
         min_rad, max_rad: ring for the initial decay a = sigmoid(-Lambda), 0 < min_rad <= max_rad < 1.
-        c: decay temperature (8 in Griffin). scan: "custom" (default), "loop" or "doubling".
+        c: decay temperature (8 in Griffin).
+        fused: True (default) runs gates and scan in :class:`FusedRGLRUFn`, which saves only v and h for
+            the backward and recomputes the gates; False builds the plain autograd graph of :meth:`gates`
+            and then calls :func:`linear_scan` with ``scan``. Both give the same outputs and gradients.
+        scan: the linear-scan implementation of the unfused path, "custom" (default), "loop" or "doubling".
 
     ``forward(v, state=None) -> (y, state)`` on v (batch, T, W); ``state=None`` starts a new sequence
     (reset at its first step). ``step(v_t, state) -> (y_t, state)`` on v_t (batch, W).
     """
 
     def __init__(self, *, width: int, num_heads: int, min_rad: float = 0.5, max_rad: float = 0.999,
-                 c: float = 8.0, scan: str = "custom"):
+                 c: float = 8.0, scan: str = "custom", fused: bool = True):
         super().__init__()
         if width < 1 or num_heads < 1 or width % num_heads:
             raise ValueError(f"width (>= 1) must be divisible by num_heads (>= 1), got width={width}, "
@@ -197,8 +299,10 @@ class RGLRU(nn.Module):
             raise ValueError(f"c must be > 0, got {c}")
         if scan not in SCAN_IMPLS:
             raise ValueError(f"scan must be one of {SCAN_IMPLS}, got {scan!r}")
-        self.width, self.num_heads, self.min_rad, self.max_rad, self.c, self.scan = (
-            width, num_heads, min_rad, max_rad, c, scan)
+        if fused and scan != "custom":
+            raise ValueError(f"scan={scan!r} applies to the unfused path only: pass fused=False with it")
+        self.width, self.num_heads, self.min_rad, self.max_rad, self.c, self.scan, self.fused = (
+            width, num_heads, min_rad, max_rad, c, scan, fused)
         self.input_gate = BlockDiagonalLinear(width, width, num_heads, bias=True)
         self.a_gate = BlockDiagonalLinear(width, width, num_heads, bias=True)
         self.a_param = nn.Parameter(torch.empty(width))
@@ -228,9 +332,13 @@ class RGLRU(nn.Module):
         _check_width(v, self.width, "v", 3)
         t0 = 0 if state is None else state.t
         positions = torch.arange(t0, t0 + v.shape[1], device=v.device)
-        a, b = self.gates(v, positions == 0)
         h0 = None if state is None or t0 == 0 else state.h
-        h = linear_scan(a, b, h0, impl=self.scan)  # (batch, T, W) fp32
+        if self.fused:
+            h = FusedRGLRUFn.apply(v, h0, t0 == 0, self.input_gate.weight, self.input_gate.bias, self.a_gate.weight,
+                                   self.a_gate.bias, self.a_param, self.c, MAX_SQRT_GRADIENT)  # (batch, T, W)
+        else:
+            a, b = self.gates(v, positions == 0)
+            h = linear_scan(a, b, h0, impl=self.scan)  # (batch, T, W) fp32
         return h.to(v.dtype), RGLRUState(h[:, -1], t0 + v.shape[1])
 
     def step(self, v_t: torch.Tensor, state: RGLRUState | None = None) -> tuple[torch.Tensor, RGLRUState]:
@@ -240,7 +348,7 @@ class RGLRU(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"width={self.width}, num_heads={self.num_heads}, min_rad={self.min_rad}, "
-                f"max_rad={self.max_rad}, c={self.c}, scan={self.scan!r}")
+                f"max_rad={self.max_rad}, c={self.c}, fused={self.fused}, scan={self.scan!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,13 +427,13 @@ class RecurrentBlock(nn.Module):
 
     Args:
         width: model width D. lru_width: recurrent width W (TRecViT: 2D). num_heads: gate blocks.
-        conv_width: taps of the causal Conv1D (TRecViT: 4). min_rad, max_rad, c, scan: see :class:`RGLRU`.
+        conv_width: taps of the causal Conv1D (TRecViT: 4). min_rad, max_rad, c, fused, scan: see :class:`RGLRU`.
         depth: number of layers in the model (Linear_out is initialised with variance (2/depth)/W).
     """
 
     def __init__(self, *, width: int, lru_width: int, num_heads: int, conv_width: int = 4,
                  min_rad: float = 0.5, max_rad: float = 0.999, c: float = 8.0, depth: int = 12,
-                 scan: str = "custom"):
+                 scan: str = "custom", fused: bool = True):
         super().__init__()
         if width < 1 or lru_width < 1 or depth < 1:
             raise ValueError(f"width, lru_width and depth must be >= 1, got {width}, {lru_width}, {depth}")
@@ -334,7 +442,7 @@ class RecurrentBlock(nn.Module):
         self.linear_x = nn.Linear(width, lru_width)
         self.conv1d = CausalConv1D(width=lru_width, taps=conv_width)
         self.rg_lru = RGLRU(width=lru_width, num_heads=num_heads, min_rad=min_rad, max_rad=max_rad, c=c,
-                            scan=scan)
+                            scan=scan, fused=fused)
         self.linear_out = nn.Linear(lru_width, width)
         for linear, scale in ((self.linear_y, 1.0), (self.linear_x, 1.0), (self.linear_out, 2.0 / depth)):
             nn.init.normal_(linear.weight, std=math.sqrt(scale / linear.in_features))
