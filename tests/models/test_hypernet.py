@@ -3,8 +3,8 @@ import io
 import pytest
 import torch
 
-from tenfold.models.hypernet import (HypernetBottleneck, HypernetOracle, InContextTransformer, LinearHypernetMLP,
-                                     icl_attention_mask)
+from tenfold.models.hypernet import (BilinearSetEncoder, HypernetBottleneck, HypernetOracle, InContextTransformer,
+                                     LinearHypernetMLP, SetEncoder, icl_attention_mask)
 from tenfold.tasks.hyperteacher import Hyperteacher, ICLTaskSampler, make_split, r2_per_task
 
 D_IN, D_OUT, M = 5, 3, 4
@@ -22,6 +22,10 @@ def _models():
     return {
         "transformer": InContextTransformer(d_in=D_IN, d_out=D_OUT, **SMALL),
         "bottleneck": HypernetBottleneck(d_in=D_IN, d_out=D_OUT, d_latent=M, hidden=7, **SMALL),
+        "bottleneck_bilinear": HypernetBottleneck(d_in=D_IN, d_out=D_OUT, d_latent=M, hidden=7, encoder="bilinear",
+                                                  d_model=16, n_layers=2),
+        "bottleneck_deepset": HypernetBottleneck(d_in=D_IN, d_out=D_OUT, d_latent=M, hidden=7, encoder="deepset",
+                                                 d_model=16, n_layers=2),
         "oracle": HypernetOracle(n_modules=M, k_max=2, d_in=D_IN, hidden=7, d_out=D_OUT),
     }
 
@@ -30,7 +34,10 @@ def _call(name, model, x_ctx, y_ctx, x_q, z):
     return model(z, x_q) if name == "oracle" else model(x_ctx, y_ctx, x_q)
 
 
-@pytest.mark.parametrize("name", ["transformer", "bottleneck", "oracle"])
+BOTTLENECKS = ["bottleneck", "bottleneck_bilinear", "bottleneck_deepset"]
+
+
+@pytest.mark.parametrize("name", ["transformer", "oracle", *BOTTLENECKS])
 def test_contracts(name):
     model = _models()[name]
     data = _data()
@@ -50,8 +57,9 @@ def test_contracts(name):
     assert torch.equal(_call(name, _models()[name], *data), out.detach())  # seeded determinism
 
 
-def test_bottleneck_query_sees_context_only_through_latent():
-    model = _models()["bottleneck"]
+@pytest.mark.parametrize("name", BOTTLENECKS)
+def test_bottleneck_query_sees_context_only_through_latent(name):
+    model = _models()[name]
     x_ctx, y_ctx, x_q, _ = _data()
     x_ctx2, y_ctx2, _, _ = _data(seed=1)
     fixed = torch.randn(3, M)
@@ -69,8 +77,9 @@ def test_bottleneck_query_sees_context_only_through_latent():
         out.sum(), [x_ctx, y_ctx], allow_unused=True))
 
 
-def test_bottleneck_encoder_never_sees_queries():
-    model = _models()["bottleneck"]
+@pytest.mark.parametrize("name", BOTTLENECKS)
+def test_bottleneck_encoder_never_sees_queries(name):
+    model = _models()[name]
     x_ctx, y_ctx, x_q, _ = _data()
     inputs = []
     model.encoder.register_forward_pre_hook(lambda mod, args: inputs.append(args))
@@ -79,6 +88,31 @@ def test_bottleneck_encoder_never_sees_queries():
     z1 = model.infer_latent(x_ctx, y_ctx)
     model(x_ctx, y_ctx, torch.randn_like(x_q))
     assert torch.equal(model.infer_latent(x_ctx, y_ctx), z1)
+
+
+@pytest.mark.parametrize("cls", [SetEncoder, BilinearSetEncoder])
+def test_set_encoders_are_permutation_invariant(cls):
+    torch.manual_seed(0)
+    encoder = cls(d_in=D_IN, d_out=D_OUT, d_latent=M, d_model=16, n_layers=2)
+    x_ctx, y_ctx, _, _ = _data(n_context=7)
+    perm = torch.randperm(7)
+    z = encoder(x_ctx, y_ctx)
+    assert z.shape == (3, M)
+    assert torch.allclose(encoder(x_ctx[:, perm], y_ctx[:, perm]), z, atol=1e-6)
+
+
+def test_bilinear_encoder_is_affine_in_the_targets():
+    """z_hat(x, a y1 + (1 - a) y2) = a z_hat(x, y1) + (1 - a) z_hat(x, y2) for fixed inputs (not so for DeepSet)."""
+    torch.manual_seed(0)
+    x_ctx, y1, _, _ = _data(n_context=7)
+    y2 = torch.randn_like(y1)
+    bilinear = BilinearSetEncoder(d_in=D_IN, d_out=D_OUT, d_latent=M, d_model=16, n_layers=2)
+    deepset = SetEncoder(d_in=D_IN, d_out=D_OUT, d_latent=M, d_model=16, n_layers=2)
+    for a in (0.3, 2.0, -1.5):
+        mixed = bilinear(x_ctx, a * y1 + (1 - a) * y2)
+        assert torch.allclose(mixed, a * bilinear(x_ctx, y1) + (1 - a) * bilinear(x_ctx, y2), atol=1e-5)
+    mixed = deepset(x_ctx, 2.0 * y1 - y2)
+    assert not torch.allclose(mixed, 2.0 * deepset(x_ctx, y1) - deepset(x_ctx, y2), atol=1e-3)
 
 
 def test_attention_mask_layout():
@@ -134,6 +168,10 @@ def test_bad_arguments():
         InContextTransformer(d_in=4, d_out=2, d_model=10, n_heads=4)
     with pytest.raises(ValueError, match="d_latent"):
         HypernetBottleneck(d_in=4, d_out=2, d_latent=0)
+    with pytest.raises(ValueError, match="encoder"):
+        HypernetBottleneck(d_in=4, d_out=2, d_latent=3, encoder="lstm")
+    with pytest.raises(ValueError, match="n_layers"):
+        BilinearSetEncoder(d_in=4, d_out=2, d_latent=3, n_layers=0)
     with pytest.raises(ValueError, match="hidden"):
         LinearHypernetMLP(d_latent=3, d_in=4, hidden=0, d_out=2)
     model = _models()["transformer"]

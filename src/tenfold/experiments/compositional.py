@@ -6,8 +6,10 @@ combinations with the same fixed budget and evaluated on fresh tasks from traini
 (OOD) combinations:
 
   (a) ``transformer``: the plain in-context transformer (inference and execution entangled);
-  (b) ``bottleneck``: context-only encoder -> latent -> linear hypernetwork -> MLP on the query;
-  (c) ``oracle``: the linear hypernetwork given the true latent.
+  (b) ``bottleneck``: context-only encoder -> latent -> linear hypernetwork -> MLP on the query; the
+      encoder is ``cfg.encoder`` ("bilinear" by default: affine in the context targets);
+  (c) ``oracle``: the linear hypernetwork given the true latent;
+  ablation ``bottleneck_attn`` (random support, no claim): (b) with a transformer encoder instead.
 
 Paper claim: (a) does well ID but poorly OOD; (b), which separates task inference from execution,
 generalises to unseen combinations. Negative control: with a disconnected training support the
@@ -34,6 +36,7 @@ from tenfold.tasks.hyperteacher import (ICLBatch, ICLTaskSampler, Hyperteacher, 
                                         make_split, r2_per_task)
 
 ARMS = ("transformer", "bottleneck", "oracle")
+ABLATION = "bottleneck_attn"  # (b) with the transformer encoder instead of the bilinear one (random support, no claim)
 
 
 @dataclass
@@ -42,7 +45,8 @@ class Config:
     # hyperteacher (data_seed = the run seed: teacher and split are shared by all arms of a seed)
     d_in: int = 16
     d_out: int = 16
-    hidden: int = 16
+    hidden: int = 16  # the teacher's hidden width
+    student_hidden: int = 64  # the hypernetwork MLP's hidden width (bottleneck, oracle): 4x the teacher, as the ICLR 2024 configs
     n_modules: int = 6
     k_max: int = 2
     weighting: str = "continuous"
@@ -50,13 +54,18 @@ class Config:
     n_ood: int = 5  # held-out two-hot combinations of the random support
     n_context: int = 16  # < d_in + 1: in-context linear regression alone is underdetermined
     n_query: int = 8
-    # models
+    # models: (a) and the transformer encoders
     d_model: int = 32
     n_heads: int = 4
     n_layers: int = 3
     mlp_ratio: float = 2.0
+    # (b)'s task-inference encoder: "bilinear" (affine in the context targets), "deepset" or "transformer"
+    encoder: str = "bilinear"
+    encoder_width: int = 64  # code width of a set encoder
+    encoder_layers: int = 2  # MLP depth of a set encoder
+    ablation_layers: int = 1  # blocks of the transformer encoder of the ablation arm; 0 = no ablation arm
     # training (one fixed budget for every arm)
-    steps: int = 2000
+    steps: int = 3000
     batch: int = 32
     lr: float = 3e-3
     warmup: int = 100
@@ -70,10 +79,10 @@ class Config:
 
 
 PRESETS = {
-    "smoke": Config(seeds=(0,), d_model=16, n_layers=1, n_heads=2, steps=20, batch=16, eval_tasks=32,
-                    eval_queries=16, eval_every=10, curve_tasks=16, probe_tasks=64),
+    "smoke": Config(seeds=(0,), d_model=16, n_layers=1, n_heads=2, encoder_width=16, student_hidden=16, steps=20,
+                    batch=16, eval_tasks=32, eval_queries=16, eval_every=10, curve_tasks=16, probe_tasks=64),
     "quick": Config(),
-    "full": Config(seeds=tuple(range(5)), steps=8000),
+    "full": Config(seeds=tuple(range(5)), steps=10000),
 }
 
 
@@ -82,10 +91,15 @@ def build_model(arm: str, cfg: Config) -> torch.nn.Module:
     common = dict(d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=cfg.n_layers, mlp_ratio=cfg.mlp_ratio)
     if arm == "transformer":
         return InContextTransformer(d_in=cfg.d_in, d_out=cfg.d_out, **common)
-    if arm == "bottleneck":
-        return HypernetBottleneck(d_in=cfg.d_in, d_out=cfg.d_out, d_latent=cfg.n_modules, hidden=cfg.hidden, **common)
+    if arm == "bottleneck" and cfg.encoder != "transformer":
+        return HypernetBottleneck(d_in=cfg.d_in, d_out=cfg.d_out, d_latent=cfg.n_modules, hidden=cfg.student_hidden,
+                                  encoder=cfg.encoder, d_model=cfg.encoder_width, n_layers=cfg.encoder_layers)
+    if arm in ("bottleneck", ABLATION):
+        layers = cfg.ablation_layers if arm == ABLATION else cfg.n_layers
+        return HypernetBottleneck(d_in=cfg.d_in, d_out=cfg.d_out, d_latent=cfg.n_modules, hidden=cfg.student_hidden,
+                                  encoder="transformer", **{**common, "n_layers": layers})
     if arm == "oracle":
-        return HypernetOracle(n_modules=cfg.n_modules, k_max=cfg.k_max, d_in=cfg.d_in, hidden=cfg.hidden,
+        return HypernetOracle(n_modules=cfg.n_modules, k_max=cfg.k_max, d_in=cfg.d_in, hidden=cfg.student_hidden,
                               d_out=cfg.d_out)
     raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
 
@@ -193,6 +207,8 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
         eval_gen = torch.Generator().manual_seed(ctx.seed + 104729)
         evals = {w: sampler.sample(cfg.eval_tasks, w, eval_gen, n_query=cfg.eval_queries) for w in ("id", "ood")}
         arms = ARMS if support == "random" else ("bottleneck", "oracle")
+        if support == "random" and cfg.ablation_layers > 0:
+            arms = (*arms, ABLATION)
         part = {"split": {"id": sampler.split.id, "ood": sampler.split.ood}}
         for arm in arms:
             model, part[arm] = train_arm(arm, cfg, sampler, evals, ctx.seed, ctx.progress)
@@ -212,9 +228,13 @@ def _mean(records: dict[int, dict], *keys) -> dict:
     return seed_stats(values)
 
 
+def _arms(cfg: Config) -> tuple[str, ...]:
+    return (*ARMS, ABLATION) if cfg.ablation_layers > 0 else ARMS
+
+
 def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
     metrics: dict = {"random": {}, "disconnected": {}}
-    for arm in ARMS:
+    for arm in _arms(cfg):
         metrics["random"][arm] = {k: _mean(records, "random", arm, k) for k in ("r2_id", "r2_ood", "cpu_s", "params")}
     if cfg.negative_control:
         for arm in ("bottleneck", "oracle"):
@@ -244,7 +264,8 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     metrics["probe"] = {w: np.asarray([records[s]["random"]["probe"][w] for s in sorted(records)]).mean(0).tolist()
                         for w in ("id", "ood")}
     metrics["cpu_s_per_seed"] = seed_stats(
-        sum(part[arm]["cpu_s"] for part in records[s].values() for arm in ARMS if arm in part) for s in sorted(records))
+        sum(part[arm]["cpu_s"] for part in records[s].values() for arm in _arms(cfg) if arm in part)
+        for s in sorted(records))
     return Evaluation(claims, metrics, _figures(cfg, records, out_dir))
 
 
@@ -252,7 +273,7 @@ def _figures(cfg: Config, records: dict[int, dict], out_dir: Path) -> list[str]:
     seeds = sorted(records)
     names = []
     fig, ax = plotting.figure()
-    bars = [("random", a) for a in ARMS] + ([("disconnected", a) for a in ("bottleneck", "oracle")]
+    bars = [("random", a) for a in _arms(cfg)] + ([("disconnected", a) for a in ("bottleneck", "oracle")]
                                            if cfg.negative_control else [])
     for offset, which in ((-0.2, "id"), (0.2, "ood")):
         vals = np.asarray([[records[s][sup][arm][f"r2_{which}"] for s in seeds] for sup, arm in bars])

@@ -126,6 +126,67 @@ class ContextEncoder(nn.Module):
         return self.to_latent(self.norm(h).mean(dim=1))
 
 
+class SetEncoder(nn.Module):
+    """Task inference as a DeepSet (the ``deepsetmean`` encoder of the group's ``Setcoder``, ICLR 2024 code):
+    each context pair [x, y] is encoded on its own by an MLP phi (``n_layers`` ReLU layers of width
+    ``d_model``, then a linear layer), the codes are mean-pooled over the context and a linear map gives
+    z_hat = A mean_i phi([x_i, y_i]) + a (B, d_latent). Permutation-invariant; pairs interact only
+    through the pooled sum, so z_hat is additive over context pairs."""
+
+    def __init__(self, *, d_in: int, d_out: int, d_latent: int, d_model: int = 64, n_layers: int = 2):
+        super().__init__()
+        _check_positive(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model, n_layers=n_layers)
+        self.d_in, self.d_out = d_in, d_out
+        layers: list[nn.Module] = []
+        width = d_in + d_out
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, d_model), nn.ReLU()]
+            width = d_model
+        self.phi = nn.Sequential(*layers, nn.Linear(d_model, d_model))
+        self.to_latent = nn.Linear(d_model, d_latent)
+
+    def forward(self, x_ctx: torch.Tensor, y_ctx: torch.Tensor) -> torch.Tensor:
+        _check_context(x_ctx, y_ctx, self.d_in, self.d_out)
+        codes = self.phi(torch.cat([x_ctx, y_ctx], dim=-1))  # (B, N, d_model)
+        return self.to_latent(codes.mean(dim=1))
+
+
+class BilinearSetEncoder(nn.Module):
+    """Task inference that is affine in the context targets: each pair gives the code
+    f(x_i) * (B y_i + b) (elementwise; f an MLP of ``n_layers`` ReLU layers of width ``d_model``, then a
+    linear layer), the codes are mean-pooled and a linear map gives
+
+        z_hat = A mean_i [ f(x_i) * (B y_i + b) ] + a                                   (B, d_latent)
+
+    This is the form of one gradient step on the context loss of a predictor linear in z,
+    z_hat = z_0 - eta sum_i J(x_i)^T (y_hat(x_i; z_0) - y_i), i.e. the least-squares read-out a linear
+    self-attention layer computes in context (von Oswald et al., ICML 2023). Because z_hat is additive over
+    pairs and affine in y, a task whose targets are a superposition of module outputs gets (to first order)
+    the superposed latent, whichever combination it is. Permutation-invariant over context pairs."""
+
+    def __init__(self, *, d_in: int, d_out: int, d_latent: int, d_model: int = 64, n_layers: int = 2):
+        super().__init__()
+        _check_positive(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model, n_layers=n_layers)
+        self.d_in, self.d_out = d_in, d_out
+        layers: list[nn.Module] = []
+        width = d_in
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, d_model), nn.ReLU()]
+            width = d_model
+        self.input_code = nn.Sequential(*layers, nn.Linear(d_model, d_model))
+        self.target_code = nn.Linear(d_out, d_model)
+        self.to_latent = nn.Linear(d_model, d_latent)
+
+    def forward(self, x_ctx: torch.Tensor, y_ctx: torch.Tensor) -> torch.Tensor:
+        _check_context(x_ctx, y_ctx, self.d_in, self.d_out)
+        codes = self.input_code(x_ctx) * self.target_code(y_ctx)  # (B, N, d_model)
+        return self.to_latent(codes.mean(dim=1))
+
+
+ENCODERS = ("transformer", "deepset", "bilinear")
+_SET_ENCODERS = {"deepset": SetEncoder, "bilinear": BilinearSetEncoder}
+
+
 class LinearHypernetMLP(nn.Module):
     """Task execution: an MLP whose first layer is generated linearly from a latent z (B, d_latent),
     W_1 = sum_k z_k Phi[k] (d_in, hidden), b_1 = sum_k z_k phi[k]; y = ReLU(x W_1 + b_1) R_s + c.
@@ -155,14 +216,25 @@ class LinearHypernetMLP(nn.Module):
 
 
 class HypernetBottleneck(nn.Module):
-    """(b) The bottleneck model (arXiv 2407.12275): z_hat = ContextEncoder(x_ctx, y_ctx) and
-    y_q = LinearHypernetMLP(z_hat, x_q); the query never attends to the context."""
+    """(b) The bottleneck model (arXiv 2407.12275): z_hat = encoder(x_ctx, y_ctx) and
+    y_q = LinearHypernetMLP(z_hat, x_q); the query never attends to the context.
+
+    ``encoder``: ``"transformer"`` (:class:`ContextEncoder`: pre-norm blocks over the context, mean-pool,
+    linear), ``"deepset"`` (:class:`SetEncoder`) or ``"bilinear"`` (:class:`BilinearSetEncoder`, affine in
+    the context targets); for the set encoders ``d_model`` is the code width and ``n_layers`` the MLP depth
+    (``n_heads`` and ``mlp_ratio`` are then unused)."""
 
     def __init__(self, *, d_in: int, d_out: int, d_latent: int, hidden: int = 16, d_model: int = 64,
-                 n_heads: int = 4, n_layers: int = 3, mlp_ratio: float = 2.0):
+                 n_heads: int = 4, n_layers: int = 3, mlp_ratio: float = 2.0, encoder: str = "transformer"):
         super().__init__()
-        self.encoder = ContextEncoder(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model,
-                                      n_heads=n_heads, n_layers=n_layers, mlp_ratio=mlp_ratio)
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        if encoder == "transformer":
+            self.encoder = ContextEncoder(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model,
+                                          n_heads=n_heads, n_layers=n_layers, mlp_ratio=mlp_ratio)
+        else:
+            self.encoder = _SET_ENCODERS[encoder](d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model,
+                                                  n_layers=n_layers)
         self.hypernet = LinearHypernetMLP(d_latent=d_latent, d_in=d_in, hidden=hidden, d_out=d_out)
 
     def infer_latent(self, x_ctx: torch.Tensor, y_ctx: torch.Tensor) -> torch.Tensor:
