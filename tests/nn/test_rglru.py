@@ -277,6 +277,16 @@ def test_blocks_step_equals_forward(cls):
     assert state.t == 9 and state.conv.shape == (3, 3, 16) and state.h.shape == (3, 16)
 
 
+def test_recurrent_block_conv_init_scale():
+    torch.manual_seed(0)
+    official = RecurrentBlock(width=64, lru_width=1024, num_heads=4)
+    wide = RecurrentBlock(width=64, lru_width=1024, num_heads=4, conv_init_scale=1.0)
+    assert abs(float(official.conv1d.weight.detach().std()) - 0.05) < 0.005  # N(0, 0.01 / 4)
+    assert abs(float(wide.conv1d.weight.detach().std()) - 0.5) < 0.05  # N(0, 1 / 4)
+    with pytest.raises(ValueError, match="conv_init_scale"):
+        RecurrentBlock(width=8, lru_width=16, num_heads=2, conv_init_scale=0.0)
+
+
 def test_recurrent_block_parameter_count():
     width, lru, heads = 24, 48, 4
     block = TemporalBlock(width=width, lru_width=lru, num_heads=heads)

@@ -56,6 +56,7 @@ class TRecViTConfig:
     num_heads: int = 12
     lru_width: int | None = None  # None: state_multiplier * width = 2 * width
     conv_width: int = 4
+    conv_init_scale: float = 0.01  # Conv1D weight variance * taps (recurrentgemma: 0.01)
     min_rad: float = 0.5
     max_rad: float = 0.999
     patch: int = 16
@@ -215,7 +216,7 @@ def make_temporal(cfg: TRecViTConfig) -> nn.Module:
     if cfg.temporal == "lru":
         return TemporalBlock(width=cfg.width, lru_width=cfg.lru, num_heads=cfg.num_heads, conv_width=cfg.conv_width,
                              min_rad=cfg.min_rad, max_rad=cfg.max_rad, depth=cfg.depth, scan=cfg.scan,
-                             fused=cfg.fused_rglru)
+                             fused=cfg.fused_rglru, conv_init_scale=cfg.conv_init_scale)
     if cfg.temporal == "none":
         return NoTemporalMixing()
     return TemporalAttention(width=cfg.width, num_heads=cfg.num_heads, causal=cfg.temporal == "causal_attention")

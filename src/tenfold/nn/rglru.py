@@ -428,19 +428,22 @@ class RecurrentBlock(nn.Module):
     Args:
         width: model width D. lru_width: recurrent width W (TRecViT: 2D). num_heads: gate blocks.
         conv_width: taps of the causal Conv1D (TRecViT: 4). min_rad, max_rad, c, fused, scan: see :class:`RGLRU`.
+        conv_init_scale: the Conv1D weight is N(0, conv_init_scale / conv_width); recurrentgemma's 0.01 by default.
         depth: number of layers in the model (Linear_out is initialised with variance (2/depth)/W).
     """
 
     def __init__(self, *, width: int, lru_width: int, num_heads: int, conv_width: int = 4,
                  min_rad: float = 0.5, max_rad: float = 0.999, c: float = 8.0, depth: int = 12,
-                 scan: str = "custom", fused: bool = True):
+                 scan: str = "custom", fused: bool = True, conv_init_scale: float = 0.01):
         super().__init__()
         if width < 1 or lru_width < 1 or depth < 1:
             raise ValueError(f"width, lru_width and depth must be >= 1, got {width}, {lru_width}, {depth}")
+        if conv_init_scale <= 0:
+            raise ValueError(f"conv_init_scale must be > 0, got {conv_init_scale}")
         self.width, self.lru_width = width, lru_width
         self.linear_y = nn.Linear(width, lru_width)
         self.linear_x = nn.Linear(width, lru_width)
-        self.conv1d = CausalConv1D(width=lru_width, taps=conv_width)
+        self.conv1d = CausalConv1D(width=lru_width, taps=conv_width, init_variance_scale=conv_init_scale)
         self.rg_lru = RGLRU(width=lru_width, num_heads=num_heads, min_rad=min_rad, max_rad=max_rad, c=c,
                             scan=scan, fused=fused)
         self.linear_out = nn.Linear(lru_width, width)

@@ -39,14 +39,17 @@ def _add_noise(video: torch.Tensor, noise: float, generator: torch.Generator) ->
 
 
 def direction(n: int, frames: int = 8, size: int = 16, *, generator: torch.Generator, side: int = 4,
-              distractors: int = 2, directions: int = 4, noise: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-    """A square moving along +x, -x, +y or -y (label 0-3; ``directions=2``: +x or -x only) at 1-2 px/frame,
-    with static distractor squares of the same colour."""
+              distractors: int = 2, directions: int = 4, noise: float = 0.1, max_speed: int = 2,
+              min_speed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """A square moving along +x, -x, +y or -y (label 0-3; ``directions=2``: +x or -x only) at ``min_speed`` to
+    ``max_speed`` px/frame (default 1-2), with static distractor squares of the same colour."""
     _check(n, frames, size)
     if directions not in (2, 4):
         raise ValueError(f"directions must be 2 or 4, got {directions}")
+    if not 1 <= min_speed <= max_speed < size:
+        raise ValueError(f"need 1 <= min_speed <= max_speed < size, got min_speed={min_speed}, max_speed={max_speed}")
     labels = torch.randint(0, directions, (n,), generator=generator)
-    speed = torch.randint(1, 3, (n,), generator=generator)
+    speed = torch.randint(min_speed, max_speed + 1, (n,), generator=generator)
     unit = torch.tensor([[0, 1], [0, -1], [1, 0], [-1, 0]])  # (row, col) step per label
     velocity = unit[labels] * speed[:, None]  # (n, 2)
     start = torch.randint(0, size, (n, 2), generator=generator)
