@@ -45,7 +45,8 @@ class Config:
     mem_past: int = 8  # retrieved window: past steps (incl. the anchor) ...
     mem_future: int = 8  # ... and future steps
     stride: int = 4  # cache stride (also the number of pooled steps of a key)
-    min_seq_len: int = 4
+    min_seq_len: int = 4  # training: contexts with t < min_seq_len get a random same-task window
+    eval_random_early: bool = False  # True: also at evaluation (t < min_seq_len -> random window); official: False
     candidates: int = 50
     top_k: int = 1
     w_task: float = 1.0
@@ -60,10 +61,10 @@ class Config:
     hopfield_beta: float = 100.0  # paper: 10 over BERT's vocabulary; a random 64-d codebook needs a sharper lookup (see card)
     ad_episodes: int = 2  # AD context in episodes of the (sub-sampled) history
     ad_every: int = 2  # AD keeps every n-th history episode
-    train_steps: int = 1000
-    ad_train_steps: int = 1000
+    train_steps: int = 1800
+    ad_train_steps: int = 1800
     batch: int = 16
-    lr: float = 3e-4
+    lr: float = 1e-3  # 3e-4 left every model (AD included) under-trained at this budget; see the card
     weight_decay: float = 0.01
     clip: float = 0.25
     warmup: int = 100
@@ -189,8 +190,13 @@ def precompute_retrieval(steps: dict, memory: TrajectoryMemory, episodes_per_tas
     empty = torch.rand(cfg.pool, generator=gen) < cfg.p_empty_memory
     ids[empty] = -1
     chosen_ids = ids[:, 0].clamp_min(0)
-    stats = {"same_task_fraction": float((memory.index.task[chosen_ids] == task)[ids[:, 0] >= 0].float().mean()),
-             "same_traj_fraction": float((memory.index.traj[chosen_ids] == rows)[ids[:, 0] >= 0].float().mean())}
+    got = ids[:, 0] >= 0
+    same = memory.index.task[chosen_ids] == task
+    rewarded = memory.values["rewards"][chosen_ids].sum(-1) > 0  # the window shows the goal
+    stats = {"same_task_fraction": float(same[got].float().mean()),
+             "same_task_rewarded_fraction": float((same & rewarded)[got].float().mean()),
+             "memory_rewarded_fraction": float((memory.values["rewards"].sum(-1) > 0).float().mean()),
+             "same_traj_fraction": float((memory.index.traj[chosen_ids] == rows)[got].float().mean())}
     return {"rows": rows, "ends": ends, "ids": ids, "stats": stats}
 
 
@@ -212,19 +218,25 @@ def _empty_episode(n: int, horizon: int) -> dict:
 
 
 def evaluate_in_context(kind: str, model, goals: np.ndarray, cfg: Config, target: int, gen: torch.Generator, *,
-                        embedder=None, mode: str = "rescore") -> list[float]:
-    """Run ``eval_episodes`` consecutive episodes on every goal in parallel; returns the per-episode
-    return summed over goals... as a list of per-episode mean *raw* returns per goal (num_episodes, goals)."""
+                        embedder=None, mode: str = "rescore", episodes: int | None = None,
+                        prefill: dict | None = None) -> tuple[list[list[float]], list[list[bool]]]:
+    """Run ``episodes`` (default ``eval_episodes``) consecutive episodes on every goal in parallel.
+
+    Returns (raw returns (episodes, goals), repeated (episodes, goals): the episode's action sequence
+    equals the previous episode's on that goal). ``prefill`` (steps shaped (goals, H)) is written into
+    RA-DT's episodic memory before the first episode (the oracle-memory diagnostic)."""
     n, horizon = len(goals), cfg.horizon
     env = DarkRoomVecEnv(goals=goals, size=cfg.size, horizon=horizon)
     memory = None
     if kind == "radt":
         memory = EpisodicMemory(num_tasks=n, embedder=embedder, dim=cfg.embed_dim, stride=cfg.stride,
                                 context=cfg.context, past=cfg.mem_past, future=cfg.mem_future)
+        if prefill is not None:
+            memory.add_episodes(prefill)
     history: list[dict] = []  # AD: all past episodes
-    returns = []
+    returns, repeated = [], []
     rows = torch.arange(n)
-    for _ in range(cfg.eval_episodes):
+    for _ in range(episodes or cfg.eval_episodes):
         ep = _empty_episode(n, horizon)
         obs, _ = env.reset()
         got = torch.zeros(n, dtype=torch.long)
@@ -237,11 +249,35 @@ def evaluate_in_context(kind: str, model, goals: np.ndarray, cfg: Config, target
             ep["rewards"][:, t] = torch.from_numpy(reward).long()
             got += ep["rewards"][:, t]
         returns.append(got.float().tolist())
+        same = (ep["actions"] == history[-1]["actions"]).all(-1) if history else torch.zeros(n, dtype=torch.bool)
+        repeated.append(same.tolist())
         done = episode_steps(ep["states"], ep["actions"], ep["rewards"])
         history.append(done)
         if memory is not None:
             memory.add_episodes(done)
-    return returns
+    return returns, repeated
+
+
+def optimal_episodes(goals: np.ndarray, cfg: Config) -> dict:
+    """One optimal episode per goal (x first, then y, then stay): steps shaped (goals, H)."""
+    env = DarkRoomVecEnv(goals=goals, size=cfg.size, horizon=cfg.horizon)
+    obs, _ = env.reset()
+    states, actions, rewards = [], [], []
+    goal = np.asarray(goals)
+    for _ in range(cfg.horizon):
+        dx, dy = goal[:, 0] - obs[:, 0], goal[:, 1] - obs[:, 1]
+        act = np.where(dx > 0, 1, np.where(dx < 0, 3, np.where(dy > 0, 2, np.where(dy < 0, 0, 4))))
+        states.append(obs.copy())
+        obs, rew, _, _, _ = env.step(act)
+        actions.append(act)
+        rewards.append(rew)
+    return episode_steps(np.stack(states, 1), np.stack(actions, 1), np.stack(rewards, 1))
+
+
+def found_before(raw: np.ndarray) -> np.ndarray:
+    """(episodes, goals) raw returns -> True where an earlier episode on that goal had a reward."""
+    found = np.maximum.accumulate(raw > 0, axis=0)
+    return np.vstack([np.zeros((1, raw.shape[1]), dtype=bool), found[:-1]])
 
 
 def _policy_step(kind, model, ep, history, t, cfg, gen, memory, mode, rows):
@@ -258,7 +294,7 @@ def _policy_step(kind, model, ep, history, t, cfg, gen, memory, mode, rows):
     last = torch.full((n,), min(t, cfg.context - 1))
     mem = None
     if kind == "radt" and len(memory):
-        if t < cfg.min_seq_len or mode == "random":
+        if mode == "random" or (cfg.eval_random_early and t < cfg.min_seq_len):
             mem = memory.retrieve(None, mode="random", top_k=cfg.top_k, generator=gen)
         else:
             query = memory.embedder(slice_steps(ep, rows, ends, cfg.context))
@@ -317,10 +353,19 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
             "radt_no_rescore": ("radt", models["radt"], "similarity"),
             "radt_random": ("radt", models["radt"], "random"),
             "radt_no_exclusion": ("radt", models["radt_no_exclusion"], "rescore")}
+    record["found_last5"], record["repeat_last5"] = {}, {}
     for arm, (kind, model, mode) in runs.items():
-        raw = timed(f"eval_{arm}", lambda: evaluate_in_context(kind, model, eval_goals, cfg, target, gen,
-                                                               embedder=embedder, mode=mode))
-        record[arm] = (np.asarray(raw) / opt_eval[None, :]).mean(axis=1).tolist()  # (episodes,)
+        raw, rep = timed(f"eval_{arm}", lambda: evaluate_in_context(kind, model, eval_goals, cfg, target, gen,
+                                                                    embedder=embedder, mode=mode))
+        raw = np.asarray(raw)
+        record[arm] = (raw / opt_eval[None, :]).mean(axis=1).tolist()  # (episodes,)
+        record["found_last5"][arm] = float(found_before(raw)[-5:].mean())
+        record["repeat_last5"][arm] = float(np.asarray(rep)[-5:].mean())
+    # diagnostic: RA-DT with one optimal episode per held-out goal already in its memory
+    raw, _ = timed("eval_oracle", lambda: evaluate_in_context(
+        "radt", models["radt"], eval_goals, cfg, target, gen, embedder=embedder, episodes=2,
+        prefill=optimal_episodes(eval_goals, cfg)))
+    record["radt_oracle_memory"] = float((np.asarray(raw) / opt_eval[None, :]).mean())
     record["tokens"] = {"dt": 4 * cfg.context, "radt_own": 4 * cfg.context,
                         "radt_memory": 4 * cfg.top_k * (cfg.mem_past + cfg.mem_future),
                         "ad": 3 * cfg.ad_episodes * cfg.horizon}
@@ -350,6 +395,13 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
                            "last10": seed_stats([r["history_return_last10"] for r in records.values()])},
         "memory_size": seed_stats([r["memory_size"] for r in records.values()]),
         "retrieval_same_task": seed_stats([r["retrieval_radt"]["same_task_fraction"] for r in records.values()]),
+        "retrieval_same_task_rewarded": seed_stats(
+            [r["retrieval_radt"].get("same_task_rewarded_fraction", math.nan) for r in records.values()]),
+        "memory_rewarded": seed_stats([r["retrieval_radt"].get("memory_rewarded_fraction", math.nan)
+                                       for r in records.values()]),
+        "found_before_last5": {arm: seed_stats([r["found_last5"][arm] for r in records.values()]) for arm in ARMS},
+        "repeat_last5": {arm: seed_stats([r["repeat_last5"][arm] for r in records.values()]) for arm in ARMS},
+        "radt_oracle_memory": seed_stats([r["radt_oracle_memory"] for r in records.values()]),
         "retrieval_same_traj_no_exclusion": seed_stats(
             [r["retrieval_radt_no_exclusion"]["same_traj_fraction"] for r in records.values()]),
         "radt_wins_over_dt": paired_wins(last5["radt"], last5["dt"] + 0.2),

@@ -205,12 +205,13 @@ class RADT(DecisionTransformer):
     position table. ``memory=None`` (or an all-padding memory) skips the cross-attention."""
 
     def __init__(self, *, size: tuple[int, int], horizon: int, max_rtg: int, context: int, memory_steps: int,
-                 dim: int = 64, num_layers: int = 2, num_heads: int = 4):
+                 dim: int = 64, num_layers: int = 2, num_heads: int = 4, separate_memory_embed: bool = True):
         _check_positive(memory_steps=memory_steps)
         self.memory_steps = memory_steps
         super().__init__(size=size, horizon=horizon, max_rtg=max_rtg, context=context, dim=dim,
                          num_layers=num_layers, num_heads=num_heads)
-        self.memory_embed = StepEmbedding(dim=dim, size=size, max_rtg=max_rtg, horizon=horizon)
+        self.memory_embed = (StepEmbedding(dim=dim, size=size, max_rtg=max_rtg, horizon=horizon)
+                             if separate_memory_embed else self.embed)
         self.memory_pos = nn.Embedding(len(self.tokens) * memory_steps, dim)
 
     def _build_trunk(self, *, dim, num_layers, num_heads, max_positions) -> None:
