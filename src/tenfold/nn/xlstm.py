@@ -60,18 +60,18 @@ def _check_cell_inputs(q, k, v, i_pre, f_pre) -> None:
 
 
 def mlstm_step(q_t, k_t, v_t, i_t, f_t, state: MLSTMState) -> tuple[torch.Tensor, MLSTMState]:
-    """One recurrent step: q_t, k_t (batch, heads, dk), v_t (batch, heads, dv), i_t, f_t (batch, heads)."""
+    """One recurrent step: q_t, k_t (batch, heads, dk), v_t (batch, heads, dv), i_t, f_t (batch, heads).
+    Written with few tensor ops (fused multiply-adds): at batch 1 a step costs per-op overhead."""
     C, n, m = state
-    log_f = F.logsigmoid(f_t)
-    m_new = torch.maximum(log_f + m, i_t)
-    decay = torch.exp(log_f + m - m_new)  # (batch, heads)
-    gain = torch.exp(i_t - m_new)
-    k_t = k_t / math.sqrt(k_t.shape[-1])
-    C = decay[..., None, None] * C + gain[..., None, None] * (v_t.unsqueeze(-1) * k_t.unsqueeze(-2))
-    n = decay[..., None] * n + gain[..., None] * k_t
+    carried = F.logsigmoid(f_t) + m  # log f_t + m_{t-1}
+    m_new = torch.maximum(carried, i_t)
+    decay = torch.exp(carried - m_new)  # (batch, heads)
+    gain = torch.exp(i_t - m_new) / math.sqrt(k_t.shape[-1])  # the input gate with k's 1/sqrt(d) folded in
+    C = torch.addcmul(decay[..., None, None] * C, (gain[..., None] * v_t).unsqueeze(-1), k_t.unsqueeze(-2))
+    n = torch.addcmul(decay[..., None] * n, gain[..., None], k_t)
     numerator = (C @ q_t.unsqueeze(-1)).squeeze(-1)  # (batch, heads, dv)
-    denominator = torch.maximum((n * q_t).sum(-1).abs(), torch.exp(-m_new))
-    return numerator / denominator[..., None], MLSTMState(C, n, m_new)
+    denominator = torch.maximum((n.unsqueeze(-2) @ q_t.unsqueeze(-1)).squeeze(-1).abs(), torch.exp(-m_new)[..., None])
+    return numerator / denominator, MLSTMState(C, n, m_new)
 
 
 def mlstm_recurrent(q, k, v, i_pre, f_pre, state: MLSTMState | None = None) -> tuple[torch.Tensor, MLSTMState]:
@@ -307,12 +307,21 @@ class MLSTMBlock(nn.Module):
         return self._output(x, h, conv, z), MLSTMBlockState(conv_state, cell_state)
 
     def step(self, x_t: torch.Tensor, state: MLSTMBlockState | None = None):
-        """x_t: (batch, dim) -> (y_t, state), the recurrent form (constant cost per step)."""
-        q, k, v, i_pre, f_pre, conv, z, conv_state = self._project(x_t.unsqueeze(1), state.conv if state else None)
-        cell_state = state.cell if state else mlstm_initial_state(q, v)
-        h_t, cell_state = mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i_pre[:, :, 0], f_pre[:, :, 0], cell_state)
-        y = self._output(x_t.unsqueeze(1), h_t.unsqueeze(2), conv, z)  # (batch, 1, dim)
-        return y[:, 0], MLSTMBlockState(conv_state, cell_state)
+        """x_t: (batch, dim) -> (y_t, state), the recurrent form (constant cost per step). The same
+        network as ``forward``, written with few tensor ops: at batch 1 a step costs per-op overhead."""
+        batch = x_t.shape[0]
+        x_in, z = self.up(self.norm(x_t)).chunk(2, dim=-1)  # (batch, inner) each
+        history = state.conv if state else x_in.new_zeros(batch, self.conv.taps - 1, self.inner)
+        window = torch.cat([history, x_in.unsqueeze(1)], dim=1)  # (batch, taps, inner): the conv's inputs
+        conv = F.silu((window * self.conv.weight).sum(1) + self.conv.bias)  # (batch, inner)
+        q, k, v = _block_diagonal(self.q, conv), _block_diagonal(self.k, conv), _block_diagonal(self.v, x_in)
+        i_t, f_t = self.gates(torch.cat([q, k, v], -1)).chunk(2, dim=-1)  # (batch, heads) each
+        heads = lambda t: t.view(batch, self.num_heads, -1)  # (batch, inner) -> (batch, heads, head)
+        cell_state = state.cell if state else mlstm_initial_state(heads(q).unsqueeze(2), heads(v).unsqueeze(2))
+        h, cell_state = mlstm_step(heads(q), heads(k), heads(v), i_t, f_t, cell_state)
+        normed = F.layer_norm(h, h.shape[-1:], eps=self.cell_norm.eps).flatten(1) * self.cell_norm.weight
+        y = x_t + self.down(torch.addcmul(normed, self.skip, conv) * F.silu(z))
+        return y, MLSTMBlockState(window[:, 1:], cell_state)
 
 
 class SLSTMBlockState(NamedTuple):
