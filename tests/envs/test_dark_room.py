@@ -113,3 +113,17 @@ def test_invalid_arguments():
         DarkRoomEnv(horizon=0)
     with pytest.raises(ValueError, match="goal"):
         DarkRoomEnv(size=4, goal=(4, 0))
+
+
+def test_experiment_oracle_episodes_attain_the_optimal_return():
+    """The oracle-memory diagnostic of the ra-dt experiment fills the memory with these episodes."""
+    from tenfold.experiments.ra_dt import Config, found_before, optimal_episodes
+
+    cfg = Config(size=6, horizon=14)
+    goals = np.array([[0, 0], [5, 5], [2, 3], [4, 0]])
+    steps = optimal_episodes(goals, cfg)
+    returns = steps["rewards"].sum(-1).tolist()
+    assert returns == [optimal_return(6, 14, g) for g in goals]
+    assert steps["states"].shape == (4, 14, 2) and steps["rtg"][:, 0].tolist() == returns
+    raw = np.array([[0, 3], [2, 0], [0, 0]])
+    assert found_before(raw).tolist() == [[False, False], [False, True], [True, True]]

@@ -93,3 +93,14 @@ def test_argument_validation():
         RADT(size=(6, 6), horizon=12, max_rtg=12, context=5, memory_steps=0)
     with pytest.raises(ValueError, match="divisible"):
         CrossAttention(dim=10, num_heads=4)
+
+
+def test_shared_memory_embedding_option():
+    torch.manual_seed(0)
+    kw = dict(size=(6, 6), horizon=12, max_rtg=12, context=5, memory_steps=8, dim=32)
+    separate, shared = RADT(**kw), RADT(**kw, separate_memory_embed=False)
+    assert separate.memory_embed is not separate.embed and shared.memory_embed is shared.embed
+    n_embed = sum(p.numel() for p in separate.embed.parameters())
+    assert sum(p.numel() for p in separate.parameters()) - sum(p.numel() for p in shared.parameters()) == n_embed
+    a, _ = shared(_steps(2, 5), _steps(2, 8, seed=1))
+    assert torch.isfinite(a).all()
