@@ -74,3 +74,13 @@ def test_bad_arguments():
         make_task("count", n=2, frames=4)
     with pytest.raises(ValueError, match="frames"):
         make_task("count", n=2, frames=1, seed=0)
+
+
+def test_direction_speed_range():
+    g = torch.Generator().manual_seed(3)
+    video, labels = direction(16, 3, 16, generator=g, distractors=0, noise=0.0, min_speed=3, max_speed=3)
+    shift = {0: (0, 3), 1: (0, -3), 2: (3, 0), 3: (-3, 0)}  # (row, col) pixels per frame
+    for clip, label in zip(video, labels):
+        assert torch.equal(clip[1], torch.roll(clip[0], shift[int(label)], dims=(1, 2)))
+    with pytest.raises(ValueError, match="min_speed"):
+        direction(4, 4, 16, generator=g, min_speed=3, max_speed=2)

@@ -32,7 +32,7 @@ from tenfold import plotting
 from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats
 from tenfold.models.trecvit import TRecViT, TRecViTConfig
 from tenfold.models.vivit import PerFrameViT, ViViTFactorised, ViViTJoint
-from tenfold.nn.rglru import linear_scan
+from tenfold.nn.rglru import RGLRU, linear_scan
 from tenfold.tasks.video import make_task, num_classes
 from tenfold.utils import BenchRow, activation_bytes, compare, count_flops, count_parameters
 
@@ -63,7 +63,7 @@ class Config:
     # TRecViT's Conv1D init variance * taps: 1.0 (LeCun) here, recurrentgemma's 0.01 leaves the temporal
     # conv ~10x attenuated and TRecViT on the direction plateau for 150 to 300+ steps (see the card)
     conv_init_scale: float = 1.0
-    steps: int = 250  # training steps on 'direction'
+    steps: int = 200  # training steps on 'direction'
     count_steps: int = 250  # training steps on 'count'
     no_time_tasks: tuple[str, ...] = ("direction",)  # tasks that also train the no-time control
     batch: int = 32
@@ -78,12 +78,12 @@ class Config:
     eval_clips: int = 1024
     eval_seed: int = 12345
     memory_frames: int = 8  # 0 skips the memory task
-    memory_steps: int = 150
+    memory_steps: int = 100
     efficiency_frames: tuple[int, ...] = (8, 16, 32, 64)
     paper_scale: bool = True  # TRecViT-B vs ViViT-L on meta
     stream_frames: int = 256  # 0 skips streaming
     stream_points: int = 16  # frames t at which a step is timed, spread evenly over the stream
-    stream_repeats: int = 5
+    stream_repeats: int = 7
 
 
 PRESETS = {
@@ -288,8 +288,10 @@ def stream_profile(model, frames: torch.Tensor, points: int, repeats: int) -> di
     """Run ``frames`` (T, 1, C, H, W) through ``model.step`` and record the state size after every frame;
     then time one ``step`` from the states at ``points`` frames spread evenly over the stream. The timed
     states are visited round-robin in a shuffled order, ``repeats`` times after one untimed warm-up
-    round, so that warm-up and machine load fall on early and late frames alike. Latency(t) is the
-    median over repeats; the ratio compares the last quarter of the points with the first quarter."""
+    round, so that warm-up and machine load fall on early and late frames alike. A step is timed in
+    CPU time of this thread (one torch thread), so that time slices lost to other processes on a shared
+    machine are not counted. Latency(t) is the median over repeats; the ratio compares the last quarter
+    of the points with the first quarter."""
     total = frames.shape[0]
     timed = sorted({round(x) for x in np.linspace(1, total - 1, points)})
     state, states, state_bytes = None, {}, []
@@ -306,10 +308,10 @@ def stream_profile(model, frames: torch.Tensor, points: int, repeats: int) -> di
             rng.shuffle(order)
             for t in order:
                 start_state = _copy_state(states[t])
-                start = time.perf_counter()
+                start = time.thread_time()
                 model.step(frames[t], start_state)
                 if round_:  # round 0 warms up
-                    times[t].append(time.perf_counter() - start)
+                    times[t].append(time.thread_time() - start)
     latency = [statistics.median(times[t]) for t in timed]
     quarter = max(1, len(timed) // 4)
     early, late = statistics.median(latency[:quarter]), statistics.median(latency[-quarter:])
@@ -455,6 +457,27 @@ def _figures(cfg: Config, records: dict[int, dict], metrics: dict, out_dir: Path
 # bench
 
 
+def _bench_fused_rglru(quick: bool) -> list[BenchRow]:
+    """The RG-LRU layer (gates + scan), forward + backward: the fused Function against the plain autograd
+    graph (custom scan), with the bytes each saves for backward."""
+    rows = []
+    for steps, seqs in ([(8, 544), (64, 68)] if quick else [(8, 544), (64, 68), (256, 17)]):
+        torch.manual_seed(0)
+        fused = RGLRU(width=64, num_heads=2)
+        plain = RGLRU(width=64, num_heads=2, fused=False)
+        plain.load_state_dict(fused.state_dict())
+        v = torch.randn(seqs, steps, 64, requires_grad=True)
+        saved = {name: activation_bytes(lambda: lru(v * 1.0)) for name, lru in (("fused", fused), ("plain", plain))}
+
+        def fwd_bwd(lru):
+            return lambda: lru(v)[0].sum().backward()
+
+        rows.append(compare(f"RG-LRU fwd+bwd T={steps}", ("plain autograd", fwd_bwd(plain)), ("fused", fwd_bwd(fused)),
+                            warmup=2, repeats=5 if quick else 10, T=steps, seqs=seqs, width=64,
+                            saved_bytes_plain=saved["plain"], saved_bytes_fused=saved["fused"]))
+    return rows
+
+
 def bench(quick: bool = True) -> list[BenchRow]:
     """Scan implementations against a plain autograd loop (forward + backward), and per-frame streaming
     latency of TRecViT against causal joint attention with a KV cache."""
@@ -471,6 +494,7 @@ def bench(quick: bool = True) -> list[BenchRow]:
         for impl in ("custom", "doubling"):
             rows.append(compare(f"scan fwd+bwd T={steps}", ("loop", fwd_bwd("loop")), (impl, fwd_bwd(impl)),
                                 warmup=1, repeats=5 if quick else 10, T=steps, seqs=seqs, width=width))
+    rows += _bench_fused_rglru(quick)
     cfg = Config(stream_frames=128 if quick else 512)
     torch.manual_seed(0)
     trec = TRecViT(trecvit_config(cfg, "direction", cfg.stream_frames)).eval()
