@@ -11,6 +11,7 @@ from tenfold.nn.structured import (
     PreMergedLinear,
     SelfGuidedTraining,
     StructuredMLP,
+    copy_dense_init,
     guide_alpha,
     structured_ffn,
     svd_low_rank_init,
@@ -132,6 +133,41 @@ def test_lowrank_layer_uses_the_svd_init():
     w0 = torch.randn(48, 20, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.02
     p, s, qt = torch.linalg.svd(w0, full_matrices=False)
     torch.testing.assert_close(layer.merge().double(), (p[:, :6] * s[:6]) @ qt[:6], atol=1e-6, rtol=1e-4)
+
+
+def test_init_from_dense_is_the_truncation_of_that_weight_and_checks_its_shape():
+    layer = LowRankLinear(20, 48, 6)
+    w0 = torch.randn(48, 20, generator=torch.Generator().manual_seed(5)) * 0.02
+    layer.init_from_dense(w0)
+    p, s, qt = torch.linalg.svd(w0.double(), full_matrices=False)
+    torch.testing.assert_close(layer.merge().double(), (p[:, :6] * s[:6]) @ qt[:6], atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="weight"):
+        layer.init_from_dense(w0.T)
+
+
+def test_copy_dense_init_pairs_a_structured_gpt_with_the_dense_one():
+    from tenfold.models.gpt import GPT, GPTConfig
+
+    cfg = GPTConfig(vocab_size=11, dim=16, num_layers=3, num_heads=2, max_seq_len=8, bias=True)
+    torch.manual_seed(0)
+    dense = GPT(cfg)
+    torch.manual_seed(1)
+    model = GPT(cfg, ffn=structured_ffn("lowrank", rank_fraction=0.25))
+    copy_dense_init(model, dense)
+    shared = dict(dense.named_parameters())
+    structured = 0
+    for name, param in model.named_parameters():
+        if name in shared:
+            torch.testing.assert_close(param, shared[name], atol=0, rtol=0)
+        else:
+            structured += 1
+    assert structured == 8  # u and v of up and down in layers 1 and 2
+    for i in (1, 2):  # every LowRank layer is the rank-4 truncation of the dense layer's initial weight
+        for which in ("up", "down"):
+            w = getattr(dense.blocks[i].ffn, which).weight.double()
+            p, s, qt = torch.linalg.svd(w, full_matrices=False)
+            merged = getattr(model.blocks[i].ffn, which).merge().double()
+            torch.testing.assert_close(merged, (p[:, :4] * s[:4]) @ qt[:4], atol=1e-6, rtol=1e-4)
 
 
 def test_ortho_init_gives_unit_singular_values():

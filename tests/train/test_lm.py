@@ -69,3 +69,16 @@ def test_ddp_two_processes_equal_one_process_at_the_same_global_batch():
         torch.testing.assert_close(torch.tensor(record["weights"]), torch.tensor(single["weights"]), atol=1e-5,
                                    rtol=1e-4)
         assert record["val_loss"] == pytest.approx(single["val_loss"], abs=1e-5)
+
+
+def test_paired_init_starts_every_arm_from_the_dense_model_of_the_seed():
+    train = {"steps": 1, "batch_size": 4, "context": 8, "lr": 1e-9}  # one negligible step
+    model = MODEL | {"num_layers": 3}
+    lowrank = {"kind": "lowrank", "rank": 4}
+    dense = train_gpt_on_text(model, train, seed=2, text=TEXT, return_weights=True)
+    paired = train_gpt_on_text(model, train, seed=2, ffn=lowrank, text=TEXT, return_weights=True, paired_init=True)
+    unpaired = train_gpt_on_text(model, train, seed=2, ffn=lowrank, text=TEXT, return_weights=True)
+    embed = 28 * 16  # the token embedding (vocab, dim) comes first
+    gap = torch.tensor(paired["weights"][:embed]) - torch.tensor(dense["weights"][:embed])
+    assert gap.abs().max().item() < 1e-7
+    assert (torch.tensor(unpaired["weights"][:embed]) - torch.tensor(dense["weights"][:embed])).abs().max() > 1e-3

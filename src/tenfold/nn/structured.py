@@ -53,7 +53,14 @@ def svd_low_rank_init(out_features: int, in_features: int, rank: int, std: float
     """Spectral init: draw W0 ~ N(0, std²) shaped (M, N), SVD W0 = P S Qᵀ, return
     U = P_R √S_R (M, R) and V = √S_R Q_Rᵀ (R, N), so U V is the best rank-R approximation of W0."""
     w0 = torch.randn(out_features, in_features, generator=generator, dtype=torch.float64) * std
-    p, s, qt = torch.linalg.svd(w0, full_matrices=False)  # p (M, K), s (K,), qt (K, N)
+    return svd_factors(w0, rank)
+
+
+def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spectral factors of a given dense ``weight`` (M, N): with weight = P S Qᵀ, return
+    U = P_R √S_R (M, R) and V = √S_R Q_Rᵀ (R, N) in float32 (SVD in float64), so that U V is the best
+    rank-R approximation of ``weight`` (Eckart–Young)."""
+    p, s, qt = torch.linalg.svd(weight.detach().double(), full_matrices=False)  # p (M, K), s (K,), qt (K, N)
     root = s[:rank].sqrt()
     return (p[:, :rank] * root).float(), (root[:, None] * qt[:rank]).float()
 
@@ -193,6 +200,17 @@ class LowRankLinear(StructuredLinear):
         else:
             _normal_(self.u, init_std, generator)
             _normal_(self.v, init_std, generator)
+
+    def init_from_dense(self, weight: torch.Tensor) -> None:
+        """Spectral init from a given dense draw: U V ← the best rank-R approximation of ``weight``
+        (M, N), e.g. the initial weight of the dense model it is compared with."""
+        if tuple(weight.shape) != (self.out_features, self.in_features):
+            raise ValueError(f"weight must be shaped ({self.out_features}, {self.in_features}), "
+                             f"got {tuple(weight.shape)}")
+        u, v = svd_factors(weight, self.rank)
+        with torch.no_grad():
+            self.u.copy_(u)
+            self.v.copy_(v)
 
     def structured(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.linear(x, self.v), self.u)
@@ -383,6 +401,30 @@ def structured_ffn(kind: str, *, rank: int | None = None, rank_fraction: float |
 
 def structured_layers(model: nn.Module) -> list[StructuredLinear]:
     return [m for m in model.modules() if isinstance(m, StructuredLinear)]
+
+
+@torch.no_grad()
+def copy_dense_init(model: nn.Module, dense: nn.Module) -> int:
+    """Paired initialisation for comparing ``model`` (with structured FFNs) against ``dense`` (the
+    same architecture with dense FFNs, freshly initialised): every parameter of ``model`` whose name
+    and shape match one of ``dense`` is copied, and every ``LowRankLinear`` whose name matches an
+    ``nn.Linear`` of ``dense`` takes the spectral factors of that layer's weight (the paper's SVD
+    init, applied to the dense model's own draw). Block structures keep their own (orthogonal) init.
+    Returns the number of tensors set."""
+    dense_modules = dict(dense.named_modules())
+    dense_params = dict(dense.named_parameters())
+    count = 0
+    for name, module in model.named_modules():
+        reference = dense_modules.get(name)
+        if isinstance(module, LowRankLinear) and isinstance(reference, nn.Linear):
+            module.init_from_dense(reference.weight)
+            count += 1
+    for name, param in model.named_parameters():
+        reference = dense_params.get(name)
+        if reference is not None and reference.shape == param.shape:
+            param.copy_(reference)
+            count += 1
+    return count
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -203,14 +203,19 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig, seed: int
 
 
 def train_gpt_on_text(model: dict, train: dict, seed: int = 0, ffn: dict | None = None, text: str | None = None,
-                      rope: bool = False, return_weights: bool = False) -> dict:
+                      rope: bool = False, return_weights: bool = False, paired_init: bool = False) -> dict:
     """Build a character corpus (``text``, or the pydoc topics when None), seed torch with ``seed``,
     build ``GPT(GPTConfig(vocab_size=..., **model), ffn=structured_ffn(**ffn))`` (with a shared
     ``RotaryEmbedding`` and no learned positions when ``rope``) and train it with
     ``LMTrainConfig(**train)``. Importable by name, so it also runs in ``run_processes`` workers or
-    under torchrun (every rank builds the same model from the same seed)."""
+    under torchrun (every rank builds the same model from the same seed).
+
+    ``paired_init``: the structured model starts from the dense model of the same seed (every shared
+    parameter copied, LowRank factors = the rank-R SVD of the dense FFN weights; see
+    ``copy_dense_init``), so arms of one seed differ only in their FFN structure (the training batches
+    are always the same for a seed)."""
     from tenfold.models.gpt import GPT, GPTConfig
-    from tenfold.nn.structured import structured_ffn
+    from tenfold.nn.structured import copy_dense_init, structured_ffn
 
     corpus = CharCorpus.pydoc() if text is None else CharCorpus(text)
     torch.manual_seed(seed)
@@ -220,7 +225,12 @@ def train_gpt_on_text(model: dict, train: dict, seed: int = 0, ffn: dict | None 
         from tenfold.nn.rope import RotaryEmbedding
 
         rotary = RotaryEmbedding(cfg.dim // cfg.num_heads)
-    net = GPT(cfg, rope=rotary, ffn=structured_ffn(**ffn) if ffn else None)
+    if paired_init and ffn:
+        reference = GPT(cfg, rope=rotary)  # the dense model of this seed
+        net = GPT(cfg, rope=rotary, ffn=structured_ffn(**ffn))
+        copy_dense_init(net, reference)
+    else:
+        net = GPT(cfg, rope=rotary, ffn=structured_ffn(**ffn) if ffn else None)
     record = train_lm(net, corpus, LMTrainConfig(**train), seed=seed)
     if return_weights:
         record["weights"] = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).tolist()  # (params,)
