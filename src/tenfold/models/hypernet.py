@@ -8,7 +8,8 @@ Three models that map N context pairs (x_i, y_i) and Q query inputs x_q to predi
     and itself; a linear head reads y_q from each query token. Inference and execution share one
     residual stream.
 (b) :class:`HypernetBottleneck`: an encoder reads **only** the context tokens [x, y], mean-pools and
-    maps to a latent z_hat in R^{d_z}; a linear hypernetwork generates the first layer of an MLP that is
+    maps to a latent z_hat in R^{d_z} (encoders: :class:`ContextEncoder` (transformer blocks),
+    :class:`SetEncoder` (DeepSet), :class:`BilinearSetEncoder` (affine in the targets)); a linear hypernetwork generates the first layer of an MLP that is
     applied to the query:  W_1(z_hat) = sum_k z_hat_k Phi[k],  b_1(z_hat) = sum_k z_hat_k phi[k],
     y_q = R_s^T ReLU(W_1^T x_q + b_1) + c  with the readout (R_s, c) shared by all tasks. The query sees
     the context only through z_hat (the bottleneck separating task inference from task execution).
