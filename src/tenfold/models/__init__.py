@@ -4,7 +4,7 @@ from tenfold._lazy import lazy_exports
 
 _EXPORTS = {
     "GPT": "gpt", "GPTConfig": "gpt",
-    "InContextTransformer": "hypernet", "HypernetBottleneck": "hypernet", "HypernetOracle": "hypernet", "LinearHypernetMLP": "hypernet", "ContextEncoder": "hypernet",
+    "InContextTransformer": "hypernet", "HypernetBottleneck": "hypernet", "HypernetOracle": "hypernet", "LinearHypernetMLP": "hypernet", "ContextEncoder": "hypernet", "SetEncoder": "hypernet", "BilinearSetEncoder": "hypernet",
     "TRecViT": "trecvit", "TRecViTConfig": "trecvit", "ViViTJoint": "vivit", "ViViTFactorised": "vivit", "PerFrameViT": "vivit",
     "RADT": "radt", "AlgorithmDistillation": "radt",
 }
