@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -85,3 +86,46 @@ def test_image_states_go_through_the_cnn():
     assert model.embed_states(torch.rand(2, 5, 3, 16, 16)).shape == (2, 5, 16)
     with pytest.raises(ValueError, match="max_state_dim"):
         model.embed_states(torch.randn(2, 40))
+
+
+def test_agent_standardizes_observations_with_the_given_statistics():
+    torch.manual_seed(0)
+    model = LRAM(LRAMConfig(backbone="xlstm", dim=16, num_layers=1, num_heads=2, max_state_dim=3)).eval()
+    mean, std = np.array([1.0, -2.0, 0.5]), np.array([0.1, 3.0, 2.0])
+    raw = LRAMAgent(model, scale=1.0, discrete=False, act_dim=2, state_stats=(mean, std))
+    plain = LRAMAgent(model, scale=1.0, discrete=False, act_dim=2)
+    observations = np.random.default_rng(0).normal(size=(5, 3)) * std + mean
+    raw.reset(1.0)
+    plain.reset(1.0)
+    for obs in observations:
+        assert np.allclose(raw.observation(obs), (obs - mean) / std, atol=1e-6)
+        assert torch.equal(raw.act(obs), plain.act((obs - mean) / std))
+        raw.observe(0.1)
+        plain.observe(0.1)
+
+
+def test_window_positions_ignore_episode_timesteps_and_episode_positions_use_them():
+    torch.manual_seed(0)
+    states, returns, rewards = torch.randn(2, 5, 3), torch.randn(2, 5), torch.randn(2, 5)
+    early, late = torch.arange(5).expand(2, 5), torch.arange(40, 45).expand(2, 5)
+    logits = {}
+    for positions in ("window", "episode"):
+        cfg = LRAMConfig(backbone="transformer", dim=16, num_layers=1, num_heads=2, max_state_dim=3, context=5,
+                         positions=positions, max_timesteps=64)
+        model = LRAM(cfg).eval()
+        logits[positions] = [model(states, returns, rewards, 1.0, timesteps=t) for t in (early, late)]
+    assert torch.equal(*logits["window"])  # token indices 0..S-1, whatever the episode timesteps
+    assert not torch.allclose(*logits["episode"])
+    with pytest.raises(ValueError, match="positions"):
+        LRAMConfig(positions="global")
+
+
+def test_transformer_agent_keeps_stepping_past_the_context_with_window_positions():
+    torch.manual_seed(0)
+    model = LRAM(LRAMConfig(backbone="transformer", dim=16, num_layers=1, num_heads=2, max_state_dim=3,
+                            context=4)).eval()
+    agent = LRAMAgent(model, scale=1.0, discrete=True, n_actions=3)
+    agent.reset(1.0)
+    for _ in range(3 * model.cfg.context):  # positions stay inside the window's 12 learned ones
+        assert 0 <= int(agent.act(np.zeros(3))) < 3
+        agent.observe(0.0)

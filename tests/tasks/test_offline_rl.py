@@ -88,6 +88,23 @@ def test_micro_batches_are_single_domain_with_returns_to_go_and_masks(tmp_path):
         assert torch.allclose(diffs, batch["rewards"][row, : n - 1])
 
 
+
+def test_standardized_states_use_each_tasks_own_statistics(tmp_path):
+    data = OfflineDataset(build_dataset(small_suite(), episodes=3, reference_episodes=1, seed=0, cache_dir=tmp_path))
+    for task in ("goal-8-8", "goal-2-5"):
+        observations = np.concatenate([ep.observations for ep in data.episodes[("grid", task)]])
+        standardized = data.standardize("grid", task, observations)
+        mean, std = data.state_stats("grid", task)
+        assert np.allclose(standardized * std + mean, observations, atol=1e-5)
+        varying = observations.std(0) > 0.1
+        assert np.allclose(standardized.mean(0), 0, atol=1e-5) and np.allclose(standardized.std(0)[varying], 1, atol=1e-4)
+    raw = data.sample("grid", 8, 5, ActionTokenizer(), 4, torch.Generator().manual_seed(0))
+    standardized = data.sample("grid", 8, 5, ActionTokenizer(), 4, torch.Generator().manual_seed(0),
+                               standardize_states=True)
+    assert torch.equal(raw["actions"], standardized["actions"])  # the same windows, only the states differ
+    assert not torch.allclose(raw["states"], standardized["states"])
+    assert standardized["states"][raw["action_mask"][..., 0]].abs().mean() < raw["states"][raw["action_mask"][..., 0]].abs().mean()
+
 @pytest.mark.slow
 def test_metaworld_task_and_expert():
     spec = default_suite(metaworld_tasks=("reach-v3",), classic=(), grid_goals=(), metaworld_steps=100)[0]

@@ -51,6 +51,7 @@ class Config:
     transformer_layers: int = 2
     num_heads: int = 4
     context: int = 20
+    standardize_states: bool = True  # per-task state mean/std from the data, as the Decision Transformer does
     # training
     steps: int = 600
     batch_size: int = 16
@@ -129,7 +130,8 @@ def train(cfg: Config, data: OfflineDataset, model_cfg: LRAMConfig, seed: int, p
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for domain in domains:
-            batch = data.sample(domain, cfg.batch_size, cfg.context, model.tokenizer, model_cfg.max_act_dim, generator)
+            batch = data.sample(domain, cfg.batch_size, cfg.context, model.tokenizer, model_cfg.max_act_dim, generator,
+                                standardize_states=cfg.standardize_states)
             loss = model.loss(batch) / len(domains)
             loss.backward()
             total += loss.item()
@@ -157,7 +159,7 @@ class WindowAgent(LRAMAgent):
 
     @torch.no_grad()
     def act(self, obs):
-        self.history.append([np.asarray(obs, np.float32), self.return_to_go, 0.0])
+        self.history.append([self.observation(obs), self.return_to_go, 0.0])
         states = torch.from_numpy(np.stack([h[0] for h in self.history]))[None]  # (1, T, state_dim)
         returns = torch.tensor([[h[1] for h in self.history]])
         rewards = torch.tensor([[h[2] for h in self.history]])
@@ -172,7 +174,7 @@ class WindowAgent(LRAMAgent):
 
 
 def evaluate_model(model: LRAM, data: OfflineDataset, tasks: list[TaskSpec], episodes: int,
-                   window: int | None = None) -> dict[str, dict[str, float]]:
+                   window: int | None = None, standardize_states: bool = False) -> dict[str, dict[str, float]]:
     """Normalised return per domain and task on the evaluation reset seeds (deterministic argmax)."""
     import warnings
 
@@ -181,7 +183,8 @@ def evaluate_model(model: LRAM, data: OfflineDataset, tasks: list[TaskSpec], epi
     for spec in tasks:
         info, entry = data.task_info(spec.domain, spec.name), data.domains[spec.domain]
         kwargs = dict(scale=entry["reward_scale"], discrete=spec.discrete, n_actions=spec.n_actions,
-                      act_dim=spec.act_dim)
+                      act_dim=spec.act_dim,
+                      state_stats=data.state_stats(spec.domain, spec.name) if standardize_states else None)
         agent = WindowAgent(model, window=window, **kwargs) if window else LRAMAgent(model, **kwargs)
         env, returns = make_env(spec), []
         for episode in range(episodes):
@@ -209,6 +212,16 @@ def overall(scores: dict[str, dict[str, float]]) -> float:
     return float(np.nanmean([np.nanmean(list(tasks.values())) for tasks in scores.values()]))
 
 
+def evaluation_modes(arm: str, context: int, ablations: bool) -> dict[str, int | None]:
+    """Label -> sliding window (timesteps) or None (stepping with the state). xLSTM is scored
+    recurrently over whole episodes (its deployment form); the Transformer over a window of its training
+    context re-run each step, which gives every token the position it had in training (its KV-cache
+    stepping keeps stale positions once the window slides; scored as an ablation)."""
+    if arm == "transformer":
+        return {arm: context, **({"transformer-kv": None} if ablations else {})}
+    return {arm: None, **({"xlstm-window": context} if ablations and arm == "xlstm" else {})}
+
+
 def run_seed(cfg: Config, ctx: RunContext) -> dict:
     data, tasks = dataset(cfg)
     record: dict = {"scores": {}, "overall": {}, "loss": {}, "params": {}, "train_s": {}}
@@ -222,11 +235,9 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
         record["train_s"][name] = time.process_time() - start
         record["loss"][name] = losses[:: max(1, len(losses) // 100)]
         record["params"][name] = count_parameters(model)
-        evaluations = {name: None}
-        if name == "xlstm" and ablations:
-            evaluations["xlstm-window"] = cfg.context  # the training context, as a sliding window
+        evaluations = evaluation_modes(name, cfg.context, ablations)
         for label, window in evaluations.items():
-            scores = evaluate_model(model, data, tasks, cfg.eval_episodes, window)
+            scores = evaluate_model(model, data, tasks, cfg.eval_episodes, window, cfg.standardize_states)
             record["scores"][label], record["overall"][label] = scores, overall(scores)
     return record
 
@@ -239,32 +250,48 @@ def latency_grid(cfg: Config) -> dict:
     """Per-token step latency of xLSTM (recurrent) and a matched Transformer (KV cache) per context
     length and batch size. The xLSTM state is built by running the context through the chunkwise
     form; the Transformer's cache is filled with random keys and values of the context's length
-    (the cost of a step does not depend on the cached values). One thread, inference mode."""
+    (the cost of a step does not depend on the cached values). One thread, inference mode, CPU time
+    of this thread. Settings are timed in rounds (each round: two warm-up steps, then the median of
+    three back-to-back steps, so caches are warm as in deployment), and the median over rounds is
+    kept, so a busy phase of the machine hits all context lengths alike."""
     torch.manual_seed(0)
     xlstm = XLSTMStack(dim=cfg.latency_dim, num_blocks=cfg.latency_xlstm_blocks, num_heads=4,
                        backend="chunkwise", chunk_size=64).eval()
     transformer = CausalTransformer(dim=cfg.latency_dim, num_layers=cfg.latency_transformer_layers, num_heads=4,
-                                    max_positions=max(cfg.latency_contexts) + 4 * (cfg.latency_repeats + 8)).eval()
-    heads, head_dim = 4, cfg.latency_dim // 4
-    rows = []
+                                    max_positions=max(cfg.latency_contexts) + 5 * (cfg.latency_repeats + 2)).eval()
     with torch.inference_mode():
-        state, seen = None, 0
-        for context in sorted(cfg.latency_contexts):
-            _, state = xlstm(torch.randn(1, context - seen, cfg.latency_dim), state)  # continue to `context` tokens
-            seen = context
-            for batch in cfg.latency_batches:
-                batch_state = _expand_state(state, batch)
-                x_t = torch.randn(batch, cfg.latency_dim)
-                caches = transformer.new_state()
-                for cache in caches:
-                    cache.fill(torch.randn(batch, heads, context, head_dim), torch.randn(batch, heads, context, head_dim))
-                # CPU time of this thread: the latency at one thread on an idle machine, robust to load
-                xlstm_s = time_fn(lambda: xlstm.step(x_t, batch_state), repeats=cfg.latency_repeats, clock="cpu")
-                transformer_s = time_fn(lambda: transformer.step(x_t, caches), repeats=cfg.latency_repeats, clock="cpu")
-                rows.append({"context": context, "batch": batch, "xlstm_s": xlstm_s, "transformer_s": transformer_s,
-                             "ratio": transformer_s / xlstm_s, "xlstm_state_bytes": state_nbytes(batch_state),
-                             "kv_cache_bytes": sum(c.nbytes() for c in caches)})
+        settings = _latency_settings(cfg, xlstm, transformer)
+        steps = {"xlstm": lambda s: xlstm.step(s["x_t"], s["state"]),
+                 "transformer": lambda s: transformer.step(s["x_t"], s["caches"])}
+        times = {(i, arm): [] for i in range(len(settings)) for arm in steps}
+        for _ in range(cfg.latency_repeats):  # rounds
+            for i, setting in enumerate(settings):
+                for arm, step in steps.items():
+                    times[(i, arm)].append(time_fn(lambda: step(setting), warmup=2, repeats=3, clock="cpu"))
+    rows = []
+    for i, setting in enumerate(settings):
+        xlstm_s, transformer_s = (float(np.median(times[(i, arm)])) for arm in steps)
+        rows.append({"context": setting["context"], "batch": setting["batch"], "xlstm_s": xlstm_s,
+                     "transformer_s": transformer_s, "ratio": transformer_s / xlstm_s,
+                     "xlstm_state_bytes": state_nbytes(setting["state"]),
+                     "kv_cache_bytes": sum(c.nbytes() for c in setting["caches"])})
     return {"rows": rows, "xlstm_params": count_parameters(xlstm), "transformer_params": count_parameters(transformer)}
+
+
+def _latency_settings(cfg: Config, xlstm: XLSTMStack, transformer: CausalTransformer) -> list[dict]:
+    """Per (context, batch): the xLSTM state after ``context`` tokens, filled KV caches, an input."""
+    heads, head_dim = 4, cfg.latency_dim // 4
+    settings, state, seen = [], None, 0
+    for context in sorted(cfg.latency_contexts):
+        _, state = xlstm(torch.randn(1, context - seen, cfg.latency_dim), state)  # continue to `context` tokens
+        seen = context
+        for batch in cfg.latency_batches:
+            caches = transformer.new_state()
+            for cache in caches:
+                cache.fill(torch.randn(batch, heads, context, head_dim), torch.randn(batch, heads, context, head_dim))
+            settings.append({"context": context, "batch": batch, "state": _expand_state(state, batch),
+                             "caches": caches, "x_t": torch.randn(batch, cfg.latency_dim)})
+    return settings
 
 
 def _expand_state(state, batch: int):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,8 +68,18 @@ class LRAMConfig:
     num_discrete: int = 18
     num_bins: int = 256
     context: int = 20  # timesteps per training sequence
-    max_timesteps: int = 512  # learned positions of the Transformer cover 3 tokens per timestep
+    positions: str = "window"  # the Transformer's learned positions: "window" | "episode" (see LRAM.forward)
+    max_timesteps: int = 512  # episode length covered by "episode" positions (3 tokens per timestep)
     actions_in_context: bool = False
+
+    def __post_init__(self) -> None:
+        if self.positions not in ("window", "episode"):
+            raise ValueError(f"positions must be 'window' or 'episode', got {self.positions!r}")
+
+    @property
+    def max_positions(self) -> int:
+        span = self.context if self.positions == "window" else self.max_timesteps
+        return self.tokens_per_step * span
 
     @property
     def tokens_per_step(self) -> int:
@@ -106,7 +117,7 @@ class LRAM(nn.Module):
         self.action_embed = nn.Embedding(vocab + 1, cfg.dim, padding_idx=vocab) if cfg.actions_in_context else None
         self.embed_norm = nn.LayerNorm(cfg.dim)
         self.backbone = make_backbone(cfg.backbone, dim=cfg.dim, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-                                      max_positions=cfg.tokens_per_step * cfg.max_timesteps,
+                                      max_positions=cfg.max_positions,
                                       window=cfg.tokens_per_step * cfg.context, slstm_at=cfg.slstm_at)
         self.head = nn.Linear(cfg.dim, cfg.max_act_dim * vocab)
 
@@ -141,12 +152,14 @@ class LRAM(nn.Module):
     def forward(self, states, returns, rewards, scale: float, action_ids=None, timesteps=None) -> torch.Tensor:
         """Action logits (batch, T, max_act_dim, vocab) for sequences of T timesteps.
 
-        ``timesteps`` (batch, T): the timesteps within the episode, which give the Transformer's
-        learned positions (3 tokens per timestep); ignored by xLSTM, which has no positions.
+        The Transformer's learned positions are, with ``positions="window"`` (the official
+        ``global_pos_embds``), the token indices 0..S-1 within the input; with ``"episode"`` they come from
+        ``timesteps`` (batch, T), the timesteps within the episode (3 tokens per timestep). xLSTM has no
+        positions.
         """
         x = self.tokens(states, returns, rewards, scale, action_ids)
         positions = None
-        if timesteps is not None and isinstance(self.backbone, CausalTransformer):
+        if self.cfg.positions == "episode" and timesteps is not None and isinstance(self.backbone, CausalTransformer):
             per_step = self.cfg.tokens_per_step
             offsets = torch.arange(per_step, device=x.device)
             positions = (timesteps.unsqueeze(-1) * per_step + offsets).flatten(1)  # (batch, T * tokens_per_step)
@@ -183,14 +196,20 @@ def allowed_vocab(tokenizer: ActionTokenizer, discrete: bool, n_actions: int = 0
 class LRAMAgent:
     """Return-conditioned inference for one episode at a time.
 
-    xLSTM runs recurrently (``mode="recurrent"``: constant cost per token, the state spans the whole
-    episode); the Transformer steps through a sliding-window KV cache of ``context`` timesteps.
+    xLSTM runs recurrently (constant cost per token, the state spans the whole episode); the
+    Transformer steps through a sliding-window KV cache of ``context`` timesteps. With window positions
+    the newest tokens take the window's last positions and cached keys keep the positions they were
+    written with (Hugging Face's sliding cache, as in the official code): exact for the first
+    ``context`` timesteps, an approximation after (``experiments/lram.py`` re-runs the window instead).
     ``reset(target_return)`` starts an episode; ``act(obs)`` returns the action; ``observe(reward)``
-    feeds the reward and decrements the return-to-go.
+    feeds the reward and decrements the return-to-go. ``state_stats`` (mean, std): standardise each
+    observation as the training data was (``OfflineDataset.state_stats``).
     """
 
-    def __init__(self, model: LRAM, *, scale: float, discrete: bool, n_actions: int = 0, act_dim: int = 1):
+    def __init__(self, model: LRAM, *, scale: float, discrete: bool, n_actions: int = 0, act_dim: int = 1,
+                 state_stats: tuple[np.ndarray, np.ndarray] | None = None):
         self.model, self.scale, self.discrete, self.act_dim = model, scale, discrete, act_dim
+        self.state_stats = state_stats
         self.allowed = allowed_vocab(model.tokenizer, discrete, n_actions)
         self.dtype = next(model.parameters()).dtype
         self.state = None
@@ -204,15 +223,26 @@ class LRAMAgent:
         backbone = self.model.backbone
         x = self.model.embed_norm(token)  # (1, dim)
         if isinstance(backbone, CausalTransformer):
-            position = self.t * self.model.cfg.tokens_per_step + slot
+            cfg = self.model.cfg
+            step = self.t if cfg.positions == "episode" else min(self.t, cfg.context - 1)
+            position = step * cfg.tokens_per_step + slot
             y, self.state = backbone.step(x, self.state, position)
         else:
             y, self.state = backbone.step(x, self.state)
         return y
 
+    def observation(self, obs) -> np.ndarray:
+        """The observation as the model reads it: in the model's dtype, standardised when ``state_stats`` is set."""
+        dtype = np.float64 if self.dtype == torch.float64 else np.float32
+        obs = np.asarray(obs, dtype=np.float64)
+        if self.state_stats is not None:
+            mean, std = self.state_stats
+            obs = (obs - mean) / std
+        return obs.astype(dtype)
+
     @torch.no_grad()
     def act(self, obs) -> torch.Tensor:
-        obs = torch.as_tensor(obs, dtype=self.dtype).unsqueeze(0)  # (1, state_dim)
+        obs = torch.from_numpy(self.observation(obs)).unsqueeze(0)  # (1, state_dim)
         self._feed(self.model.embed_states(obs), 0)
         rtg = torch.tensor([[self.return_to_go / self.scale]], dtype=self.dtype)
         y = self._feed(self.model.return_embed(rtg), 1)

@@ -27,6 +27,7 @@ import torch
 from tenfold.utils.checkpoint import atomic_write_json
 
 FORMAT = "tenfold-offline-rl/1"
+STATE_STD_FLOOR = 1e-2
 EVAL_SEED_BASE = 10_000  # evaluation resets use seeds EVAL_SEED_BASE + i; data collection uses others
 
 
@@ -210,6 +211,7 @@ class OfflineDataset:
             raise ValueError(f"{manifest_path}: format {self.manifest.get('format')!r}, expected {FORMAT!r}")
         self.root, self.domains = root, self.manifest["domains"]
         self.episodes: dict[tuple[str, str], list[Episode]] = {}
+        self._stats: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         for domain, entry in self.domains.items():
             for task, info in entry["tasks"].items():
                 with np.load(root / info["file"]) as data:
@@ -220,13 +222,29 @@ class OfflineDataset:
     def task_info(self, domain: str, task: str) -> dict:
         return self.domains[domain]["tasks"][task]
 
+    def state_stats(self, domain: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of the task's observations over its episodes, per state
+        dimension (the std floored at ``STATE_STD_FLOOR`` so constant dimensions stay finite)."""
+        key = (domain, task)
+        if key not in self._stats:
+            observations = np.concatenate([ep.observations for ep in self.episodes[key]])  # (steps, state_dim)
+            self._stats[key] = (observations.mean(0), np.maximum(observations.std(0), STATE_STD_FLOOR))
+        return self._stats[key]
+
+    def standardize(self, domain: str, task: str, observations: np.ndarray) -> np.ndarray:
+        """(..., state_dim) observations of ``task`` -> standardised with the task's data statistics."""
+        mean, std = self.state_stats(domain, task)
+        return ((observations - mean) / std).astype(np.float32)
+
     def sample(self, domain: str, batch_size: int, context: int, tokenizer, max_act_dim: int,
-               generator: torch.Generator) -> dict:
+               generator: torch.Generator, standardize_states: bool = False) -> dict:
         """A single-domain micro-batch of ``context``-timestep windows; episodes are drawn with
         probability proportional to their length, windows uniformly inside them (padded at the end
-        when an episode is shorter than the context, with the padding masked out)."""
+        when an episode is shorter than the context, with the padding masked out).
+        ``standardize_states``: states standardised with their task's statistics (``state_stats``)."""
         entry = self.domains[domain]
-        pool = [ep for (d, _), eps in self.episodes.items() if d == domain for ep in eps]
+        keyed = [(task, ep) for (d, task), eps in self.episodes.items() if d == domain for ep in eps]
+        pool = [ep for _, ep in keyed]
         lengths = torch.tensor([len(ep.rewards) for ep in pool], dtype=torch.float64)
         picks = torch.multinomial(lengths, batch_size, replacement=True, generator=generator).tolist()
         state_dim = max(ep.observations.shape[1] for ep in pool)
@@ -242,7 +260,10 @@ class OfflineDataset:
             start = int(torch.randint(0, max(length - context, 0) + 1, (1,), generator=generator))
             n = min(context, length - start)
             window = slice(start, start + n)
-            states[row, :n, : ep.observations.shape[1]] = ep.observations[window]
+            observations = ep.observations[window]
+            if standardize_states:
+                observations = self.standardize(domain, keyed[index][0], observations)
+            states[row, :n, : ep.observations.shape[1]] = observations
             returns[row, :n] = ep.returns_to_go[window]
             rewards[row, :n] = ep.rewards[window]
             actions[row, :n, : ep.actions.shape[1]] = ep.actions[window]
