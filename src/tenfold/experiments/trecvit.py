@@ -473,8 +473,22 @@ def _bench_fused_rglru(quick: bool) -> list[BenchRow]:
             return lambda: lru(v)[0].sum().backward()
 
         rows.append(compare(f"RG-LRU fwd+bwd T={steps}", ("plain autograd", fwd_bwd(plain)), ("fused", fwd_bwd(fused)),
-                            warmup=2, repeats=5 if quick else 10, T=steps, seqs=seqs, width=64,
+                            warmup=2, repeats=10 if quick else 20, clock="cpu", T=steps, seqs=seqs, width=64,
                             saved_bytes_plain=saved["plain"], saved_bytes_fused=saved["fused"]))
+    cfg = Config()  # the experiment's training step: tiny TRecViT, batch 32, T = 8, forward + backward
+    video, labels = make_task("direction", n=cfg.batch, frames=cfg.frames, size=cfg.size, seed=0,
+                              **_task_kwargs(cfg, "direction"))
+    models = {}
+    for fused in (True, False):
+        torch.manual_seed(0)
+        models[fused] = TRecViT(trecvit_config(cfg, "direction", cfg.frames, fused_rglru=fused))
+
+    def step(model):
+        return lambda: F.cross_entropy(model(video), labels).backward()
+
+    rows.append(compare("TRecViT-tiny train step (fwd+bwd)", ("plain RG-LRU", step(models[False])),
+                        ("fused RG-LRU", step(models[True])), warmup=2, repeats=10 if quick else 20, clock="cpu",
+                        batch=cfg.batch, T=cfg.frames))
     return rows
 
 
@@ -517,7 +531,7 @@ def bench(quick: bool = True) -> list[BenchRow]:
             trec.step(frame, trec_state)
 
     rows.append(compare(f"streaming step at t={cfg.stream_frames}", ("joint+KV cache", kv_step), ("TRecViT", trec_step),
-                        warmup=2, repeats=10, t=cfg.stream_frames, width=cfg.width, depth=cfg.depth))
+                        warmup=2, repeats=10, clock="cpu", t=cfg.stream_frames, width=cfg.width, depth=cfg.depth))
     return rows
 
 
