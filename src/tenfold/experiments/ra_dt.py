@@ -1,7 +1,7 @@
 """RA-DT (Schmied et al., "Retrieval-Augmented Decision Transformer: External Memory for In-context
 RL", arXiv 2410.07071) on Dark-Room: in-context RL on held-out goals.
 
-Per seed: a seeded train / held-out goal split of a 9x9 Dark-Room (H = 30); a tabular Q-learning
+Per seed: a seeded train / held-out goal split of a Dark-Room (quick: 7x7, H = 20; full: 9x9, H = 30); a tabular Q-learning
 history per train goal; a Decision Transformer (single-episode context), Algorithm Distillation
 (context of several consecutive history episodes) and RA-DT (DT + cross-attention to one retrieved
 sub-trajectory, retriever = a frozen domain-agnostic embedder) trained on the histories; RA-DT without
