@@ -412,7 +412,7 @@ def bench(quick: bool) -> list[BenchRow]:
 
 
 EXPERIMENT = Experiment(
-    name="lram", paper=PAPER, presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=9.0,
+    name="lram", paper=PAPER, presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=9.5,
     claim_ids=("lram.latency-flat", "lram.latency-speedup", "lram.state-memory", "lram.parity", "lram.bc-works"),
     bench=bench,
 )
