@@ -375,24 +375,30 @@ class CausalConv1D(nn.Module):
     def initial_state(self, batch: int, device=None, dtype=torch.float32) -> torch.Tensor:
         return torch.zeros(batch, self.taps - 1, self.width, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_width(x, self.width, "x", 3)
-        batch, steps, _ = x.shape
+    def _checked_state(self, state: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """``state`` (or a fresh zero state) for input ``x`` of ``x.shape[0]`` rows, in x's dtype."""
+        batch = x.shape[0]
         if state is None:
-            state = self.initial_state(batch, x.device, x.dtype)
+            return self.initial_state(batch, x.device, x.dtype)
         if state.shape != (batch, self.taps - 1, self.width):
             raise ValueError(f"conv state must be shaped ({batch}, {self.taps - 1}, {self.width}), "
                              f"got {tuple(state.shape)}")
-        padded = torch.cat([state.to(x.dtype), x], dim=1)  # (batch, taps-1+T, W)
+        return state.to(x.dtype)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_width(x, self.width, "x", 3)
+        batch, steps, _ = x.shape
+        padded = torch.cat([self._checked_state(state, x), x], dim=1)  # (batch, taps-1+T, W)
         y = self.bias.expand(batch, steps, self.width)
         for j in range(self.taps):
             y = y + self.weight[j] * padded[:, j:j + steps]
         return y, padded[:, steps:]  # new state: the last taps-1 inputs
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step, as ``forward`` on a length-1 sequence, in three tensor ops (a step costs per-op overhead)."""
         _check_width(x_t, self.width, "x_t", 2)
-        y, state = self.forward(x_t.unsqueeze(1), state)  # (batch, 1, W)
-        return y[:, 0], state
+        window = torch.cat([self._checked_state(state, x_t), x_t.unsqueeze(1)], dim=1)  # (batch, taps, W)
+        return (window * self.weight).sum(1) + self.bias, window[:, 1:]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -282,19 +282,24 @@ class MLSTMBlock(nn.Module):
             self.gates.bias[: self.num_heads].normal_(0.0, 0.1)  # input gate
             self.gates.bias[self.num_heads:] = torch.linspace(3.0, 6.0, self.num_heads)  # forget gate
 
+    def _qkv_gates(self, conv: torch.Tensor, x_in: torch.Tensor):
+        """conv, x_in (..., inner) -> q, k, v (..., inner) and gate pre-activations i~, f~ (..., heads)."""
+        q, k, v = _block_diagonal(self.q, conv), _block_diagonal(self.k, conv), _block_diagonal(self.v, x_in)
+        i_pre, f_pre = self.gates(torch.cat([q, k, v], -1)).chunk(2, dim=-1)
+        return q, k, v, i_pre, f_pre
+
     def _project(self, x: torch.Tensor, conv_state):
         """x: (batch, seq, dim) -> q, k, v (batch, heads, seq, head), gates (batch, heads, seq), extras."""
         x_in, z = self.up(self.norm(x)).chunk(2, dim=-1)
         conv, conv_state = self.conv(x_in, conv_state)
         conv = F.silu(conv)
-        q, k, v = _block_diagonal(self.q, conv), _block_diagonal(self.k, conv), _block_diagonal(self.v, x_in)
-        i_pre, f_pre = self.gates(torch.cat([q, k, v], -1)).chunk(2, dim=-1)  # (batch, seq, heads) each
+        q, k, v, i_pre, f_pre = self._qkv_gates(conv, x_in)
         split = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (batch, heads, seq, head)
         return split(q), split(k), split(v), i_pre.transpose(1, 2), f_pre.transpose(1, 2), conv, z, conv_state
 
     def _output(self, x, h, conv, z):
         h = h.transpose(1, 2).flatten(-2)  # (batch, seq, inner)
-        return x + self.down((self.cell_norm(h) + self.skip * conv) * F.silu(z))
+        return x + self.down(torch.addcmul(self.cell_norm(h), self.skip, conv) * F.silu(z))
 
     def forward(self, x: torch.Tensor, state: MLSTMBlockState | None = None):
         """x: (batch, seq, dim) -> (y, state)."""
@@ -307,21 +312,17 @@ class MLSTMBlock(nn.Module):
         return self._output(x, h, conv, z), MLSTMBlockState(conv_state, cell_state)
 
     def step(self, x_t: torch.Tensor, state: MLSTMBlockState | None = None):
-        """x_t: (batch, dim) -> (y_t, state), the recurrent form (constant cost per step). The same
-        network as ``forward``, written with few tensor ops: at batch 1 a step costs per-op overhead."""
-        batch = x_t.shape[0]
+        """x_t: (batch, dim) -> (y_t, state), the recurrent form (constant cost per step): the same
+        pieces as ``forward`` on one token, with the conv's and the cell's one-step forms."""
         x_in, z = self.up(self.norm(x_t)).chunk(2, dim=-1)  # (batch, inner) each
-        history = state.conv if state else x_in.new_zeros(batch, self.conv.taps - 1, self.inner)
-        window = torch.cat([history, x_in.unsqueeze(1)], dim=1)  # (batch, taps, inner): the conv's inputs
-        conv = F.silu((window * self.conv.weight).sum(1) + self.conv.bias)  # (batch, inner)
-        q, k, v = _block_diagonal(self.q, conv), _block_diagonal(self.k, conv), _block_diagonal(self.v, x_in)
-        i_t, f_t = self.gates(torch.cat([q, k, v], -1)).chunk(2, dim=-1)  # (batch, heads) each
-        heads = lambda t: t.view(batch, self.num_heads, -1)  # (batch, inner) -> (batch, heads, head)
+        conv, conv_state = self.conv.step(x_in, state.conv if state else None)
+        conv = F.silu(conv)
+        q, k, v, i_t, f_t = self._qkv_gates(conv, x_in)
+        heads = lambda t: t.unflatten(-1, (self.num_heads, -1))  # (batch, inner) -> (batch, heads, head)
         cell_state = state.cell if state else mlstm_initial_state(heads(q).unsqueeze(2), heads(v).unsqueeze(2))
         h, cell_state = mlstm_step(heads(q), heads(k), heads(v), i_t, f_t, cell_state)
-        normed = F.layer_norm(h, h.shape[-1:], eps=self.cell_norm.eps).flatten(1) * self.cell_norm.weight
-        y = x_t + self.down(torch.addcmul(normed, self.skip, conv) * F.silu(z))
-        return y, MLSTMBlockState(window[:, 1:], cell_state)
+        y = self._output(x_t.unsqueeze(1), h.unsqueeze(2), conv.unsqueeze(1), z.unsqueeze(1))  # (batch, 1, dim)
+        return y[:, 0], MLSTMBlockState(conv_state, cell_state)
 
 
 class SLSTMBlockState(NamedTuple):
