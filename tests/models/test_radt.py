@@ -104,3 +104,24 @@ def test_shared_memory_embedding_option():
     assert sum(p.numel() for p in separate.parameters()) - sum(p.numel() for p in shared.parameters()) == n_embed
     a, _ = shared(_steps(2, 5), _steps(2, 8, seed=1))
     assert torch.isfinite(a).all()
+
+
+def test_load_decision_transformer_equals_dt_without_memory():
+    torch.manual_seed(3)
+    dt = DecisionTransformer(size=(6, 6), horizon=12, max_rtg=12, context=5, dim=32, num_layers=2, num_heads=4).eval()
+    model = _radt()
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    missing = model.load_decision_transformer(dt)
+    ctx = _steps(3, 5)
+    a_dt, r_dt = dt(ctx)
+    a_radt, r_radt = model(ctx, None)
+    assert torch.allclose(a_dt, a_radt, atol=1e-6) and torch.allclose(r_dt, r_radt, atol=1e-6)
+    # cross-attention, memory embeddings and memory positions keep their fresh weights
+    assert missing and all(k.startswith(("memory_", "blocks.")) for k in missing)
+    assert all(".cross." in k or "norm_cross" in k for k in missing if k.startswith("blocks."))
+    for k in missing:
+        assert torch.equal(model.state_dict()[k], fresh[k])
+    a_mem, _ = model(ctx, _steps(3, 8, seed=1))
+    assert not torch.allclose(a_dt, a_mem, atol=1e-4)
+    with pytest.raises(ValueError, match="dt"):
+        model.load_decision_transformer(_radt())

@@ -55,6 +55,7 @@ class Config:
     query_dropout: float = 0.2
     dedup: bool = True
     p_empty_memory: float = 0.1
+    radt_init: str = "scratch"  # "dt": start RA-DT from the trained DT's weights (config-only path, see card)
     embed_dim: int = 64
     embed_layers: int = 1
     embed_vocab: int = 512
@@ -304,6 +305,8 @@ def _policy_step(kind, model, ep, history, t, cfg, gen, memory, mode, rows):
 
 # ----------------------------------------------------------------------------- one seed
 def run_seed(cfg: Config, ctx: RunContext) -> dict:
+    if cfg.radt_init not in ("scratch", "dt"):
+        raise ValueError(f"radt_init must be 'scratch' or 'dt', got {cfg.radt_init!r}")
     gen = torch.Generator().manual_seed(ctx.seed)
     cpu0 = time.process_time()
     train_goals, eval_goals = goal_split(cfg.size, cfg.n_eval_goals, seed=ctx.seed)
@@ -345,6 +348,8 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
                                                                        exclude_own=exclude))
         record[f"retrieval_{name}"] = pool["stats"]
         model = RADT(context=cfg.context, memory_steps=cfg.top_k * (cfg.mem_past + cfg.mem_future), **common)
+        if cfg.radt_init == "dt":
+            model.load_decision_transformer(dt)
         record[f"loss_{name}"] = timed(f"train_{name}", lambda: _train(
             model, _radt_batches(steps, memory, pool, cfg), cfg.train_steps, cfg, gen))[-50:]
         models[name] = model

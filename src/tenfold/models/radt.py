@@ -219,6 +219,20 @@ class RADT(DecisionTransformer):
         self.blocks = nn.ModuleList(RADTBlock(dim=dim, num_heads=num_heads) for _ in range(num_layers))
         self.norm = make_norm("layernorm", dim)
 
+    def load_decision_transformer(self, dt: DecisionTransformer) -> list[str]:
+        """Copy a trained :class:`DecisionTransformer`'s weights (step embeddings, positions, blocks,
+        final norm, heads) into this model; the cross-attention sub-layers, the memory embeddings and
+        the memory positions keep their fresh initialisation (as the official ``load_model_weights``
+        with ``strict=False``: the DT checkpoint has no cross-attention keys). Returns the names of
+        the parameters that were not loaded. With ``memory=None`` the result equals ``dt``."""
+        if not isinstance(dt, DecisionTransformer) or isinstance(dt, (RADT, AlgorithmDistillation)):
+            raise ValueError(f"dt must be a DecisionTransformer, got {type(dt).__name__}")
+        weights = {name.removeprefix("trunk."): value for name, value in dt.state_dict().items()}
+        missing, unexpected = self.load_state_dict(weights, strict=False)
+        if unexpected:
+            raise ValueError(f"dt has parameters this RADT lacks: {unexpected}")
+        return list(missing)
+
     def _memory_tokens(self, memory: dict):
         if memory["actions"].shape[1] > self.memory_steps:
             raise ValueError(f"memory has {memory['actions'].shape[1]} steps, more than memory_steps={self.memory_steps}")
