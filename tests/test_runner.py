@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -88,6 +89,23 @@ def test_cuda_request_without_cuda_is_refused(tmp_path):
     exp = registry.get("toy")
     with pytest.raises(RunError, match="CUDA"):
         run_experiment(exp, exp.config("smoke"), "smoke", tmp_path, device="cuda")
+
+
+def test_a_device_the_experiment_does_not_support_is_refused_not_ignored(tmp_path, monkeypatch):
+    exp = registry.get("toy")
+    monkeypatch.setattr(exp, "devices", ("cpu",))
+    with pytest.raises(RunError, match="'toy' runs on cpu only"):
+        run_experiment(exp, exp.config("smoke"), "smoke", tmp_path, device="cuda")
+    result = run_experiment(exp, exp.config("smoke"), "smoke", tmp_path, device="auto", log=lambda *_: None)
+    assert result["env"]["device"] == "cpu"
+
+
+def test_experiment_devices_are_validated():
+    exp = registry.get("toy")
+    with pytest.raises(ValueError, match="devices"):
+        dataclasses.replace(exp, devices=("cuda",))
+    with pytest.raises(ValueError, match="devices"):
+        dataclasses.replace(exp, devices=("cpu", "tpu"))
 
 
 def test_evaluation_must_return_the_declared_claims(tmp_path, monkeypatch):

@@ -70,16 +70,18 @@ def _parser() -> argparse.ArgumentParser:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESET_NAMES)} (default quick)")
     p.add_argument("--out", type=Path, default=Path("runs"))
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda or auto (cuda where the experiment supports it: see `tenfold list`)")
     p.add_argument("--workers", type=int, default=None, help="parallel seed processes (default: cores)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a claim fails")
 
 
 def cmd_list(args) -> int:
     experiments = registry.all_experiments()
-    print(f"{'name':<22}{'claims':>7}{'quick':>9}  paper")
+    print(f"{'name':<22}{'claims':>7}{'quick':>9}  {'devices':<10}  paper")
     for exp in experiments:
-        print(f"{exp.name:<22}{len(exp.claim_ids):>7}{exp.quick_minutes:>7.1f} m  {exp.paper}")
+        devices = ",".join(exp.devices)
+        print(f"{exp.name:<22}{len(exp.claim_ids):>7}{exp.quick_minutes:>7.1f} m  {devices:<10}  {exp.paper}")
     return EXIT_OK
 
 

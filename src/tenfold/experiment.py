@@ -131,6 +131,7 @@ class Experiment:
     claim_ids: tuple[str, ...] = ()  # every claim evaluate() returns, declared before any run
     bench: Callable[[bool], list] | None = None  # bench(quick) -> list[BenchRow]
     hidden: bool = False  # hidden experiments (test fixtures) are left out of list and reproduce
+    devices: tuple[str, ...] = ("cpu",)  # devices run_seed honours through ctx.device; others are refused
 
     def __post_init__(self) -> None:
         missing = [p for p in PRESET_NAMES if p not in self.presets]
@@ -139,6 +140,9 @@ class Experiment:
         for preset, cfg in self.presets.items():
             if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "seeds"):
                 raise TypeError(f"{self.name}: preset {preset!r} must be a dataclass with a 'seeds' field")
+        unknown = [d for d in self.devices if d not in ("cpu", "cuda")]
+        if "cpu" not in self.devices or unknown:
+            raise ValueError(f"{self.name}: devices must include 'cpu' and be drawn from cpu, cuda; got {self.devices}")
 
     def config(self, preset: str, overrides: dict[str, str] | None = None, seeds: Sequence[int] | None = None):
         """The preset's config with ``--set`` overrides (strings parsed to the field types) and seeds."""

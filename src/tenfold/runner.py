@@ -34,13 +34,19 @@ class RunError(RuntimeError):
     """A run that cannot go on (bad device, a resume that does not match, a broken evaluation)."""
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, supported: tuple[str, ...] = ("cpu", "cuda"), name: str = "") -> torch.device:
+    """The torch device for ``--device``: ``auto`` is CUDA when it is present and the experiment runs
+    there, else CPU; an explicit device the experiment does not support (``supported``) is refused
+    rather than silently ignored."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RunError("--device cuda was asked for but no CUDA device is available; use cpu or auto")
+        return torch.device("cuda" if torch.cuda.is_available() and "cuda" in supported else "cpu")
     if device not in ("cpu", "cuda"):
         raise RunError(f"unknown device {device!r}; valid devices: cpu, cuda, auto")
+    if device not in supported:
+        raise RunError(f"experiment {name!r} runs on {', '.join(supported)} only, not {device}; "
+                       "use --device cpu (or auto, which falls back to cpu)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda was asked for but no CUDA device is available; use cpu or auto")
     return torch.device(device)
 
 
@@ -71,7 +77,7 @@ def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path
                    device: str = "cpu", workers: int | None = None, resume: bool = False,
                    log=print) -> dict:
     """Run every seed of ``cfg`` (skipping finished ones when resuming), evaluate, write result.json."""
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, experiment.devices, experiment.name)
     out_dir = output_dir(out_root, experiment.name, resume)
     seed_dir = out_dir / "seeds"
     seed_dir.mkdir(parents=True, exist_ok=True)

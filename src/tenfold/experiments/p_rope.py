@@ -404,4 +404,5 @@ EXPERIMENT = Experiment(
     paper="Round and Round We Go! What makes Rotary Positional Encodings useful? (Barbero et al., "
           "arXiv 2410.06205, ICLR 2025)",
     presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claim_ids=CLAIM_IDS, bench=bench,
+    devices=("cpu", "cuda"),
 )

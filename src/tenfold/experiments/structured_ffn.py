@@ -83,7 +83,7 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
                  "sgt": arm.endswith("_sgt"), "sgt_ratio": cfg.sgt_ratio, "sgt_reduce_flop": cfg.sgt_reduce_flop,
                  "eval_windows": cfg.eval_windows or None}
         result = train_gpt_on_text(model, train, seed=ctx.seed, ffn=ARM_FFN[arm], rope=cfg.rope,
-                                   paired_init=cfg.paired_init)
+                                   paired_init=cfg.paired_init, device=str(ctx.device))
         record[arm] = {key: result[key] for key in
                        ("losses", "alphas", "val_loss", "spikes", "train_flops", "guide_flops", "params",
                         "s_per_step", "cpu_s")}
@@ -297,4 +297,5 @@ EXPERIMENT = Experiment(
     claim_ids=("structured-ffn.dense-beats-63", "structured-ffn.63-beats-32", "structured-ffn.sgt-gap",
                "structured-ffn.speedup"),
     bench=bench,
+    devices=("cpu", "cuda"),
 )

@@ -29,10 +29,11 @@ PRESETS = {
 }
 
 
-def _train(cfg: Config, lr: float, generator: torch.Generator) -> list[float]:
+def _train(cfg: Config, lr: float, generator: torch.Generator, device: torch.device) -> list[float]:
     x = torch.randn(64, cfg.dim, generator=generator)
     y = x @ torch.randn(cfg.dim, 1, generator=generator) + 0.1 * torch.randn(64, 1, generator=generator)
-    w = torch.zeros(cfg.dim, 1, requires_grad=True)
+    x, y = x.to(device), y.to(device)
+    w = torch.zeros(cfg.dim, 1, device=device, requires_grad=True)
     losses = []
     for _ in range(cfg.steps):
         loss = ((x @ w - y) ** 2).mean()
@@ -44,7 +45,7 @@ def _train(cfg: Config, lr: float, generator: torch.Generator) -> list[float]:
 
 
 def run_seed(cfg: Config, ctx: RunContext) -> dict:
-    return {arm: _train(cfg, lr, torch.Generator().manual_seed(ctx.seed))
+    return {arm: _train(cfg, lr, torch.Generator().manual_seed(ctx.seed), ctx.device)
             for arm, lr in (("slow", cfg.slow_lr), ("fast", cfg.fast_lr))}
 
 
@@ -68,5 +69,5 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
 
 EXPERIMENT = Experiment(
     name="toy", paper="none (a test fixture)", presets=PRESETS, run_seed=run_seed, evaluate=evaluate,
-    quick_minutes=0.05, claim_ids=("toy.fast-wins", "toy.paired"), hidden=True,
+    quick_minutes=0.05, claim_ids=("toy.fast-wins", "toy.paired"), hidden=True, devices=("cpu", "cuda"),
 )

@@ -120,6 +120,7 @@ def evaluate_lm(model: nn.Module, corpus: CharCorpus, context: int, max_windows:
     """Mean next-character cross-entropy (nats) over the validation windows (the first
     ``max_windows`` when given); windows are split over ranks and the sums all-reduced."""
     rank, size = world().rank, world().size
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     total, count, index = 0.0, 0, 0
@@ -131,8 +132,8 @@ def evaluate_lm(model: nn.Module, corpus: CharCorpus, context: int, max_windows:
         index += len(x)
         if not keep:
             continue
-        logits = model(x[keep])
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[keep].reshape(-1),  # (b*ctx, vocab)
+        logits = model(x[keep].to(device))
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[keep].to(device).reshape(-1),  # (b*ctx, vocab)
                                  reduction="sum").item()
         count += y[keep].numel()
     model.train(was_training)
@@ -149,8 +150,11 @@ def _wrap(model: nn.Module, find_unused: bool) -> nn.Module:
 def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig, seed: int = 0, progress=None) -> dict:
     """Train ``model`` (a ``tenfold.models.GPT``) on ``corpus`` and return a JSON-able record:
     per-step training losses (global-batch mean), α per step, final validation loss, loss spikes,
-    training FLOPs (matrix products, ×3 for backward, guides included), deployed parameters, timing."""
+    training FLOPs (matrix products, ×3 for backward, guides included), deployed parameters, timing.
+    Runs on the device of ``model``'s parameters (batches are drawn on the CPU, so a seed gives the
+    same batches on every device)."""
     rank, size = world().rank, world().size
+    device = next(model.parameters()).device
     if cfg.batch_size % size:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the world size ({size})")
     per_rank = cfg.batch_size // size
@@ -169,7 +173,7 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig, seed: int
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         x, y = corpus.batch("train", cfg.batch_size, cfg.context, generator)
-        x, y = x[rank * per_rank: (rank + 1) * per_rank], y[rank * per_rank: (rank + 1) * per_rank]
+        x, y = x[rank * per_rank: (rank + 1) * per_rank].to(device), y[rank * per_rank: (rank + 1) * per_rank].to(device)
         calls_before = _guide_macs(model)
         logits = net(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # (b*ctx, vocab)
@@ -203,7 +207,8 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig, seed: int
 
 
 def train_gpt_on_text(model: dict, train: dict, seed: int = 0, ffn: dict | None = None, text: str | None = None,
-                      rope: bool = False, return_weights: bool = False, paired_init: bool = False) -> dict:
+                      rope: bool = False, return_weights: bool = False, paired_init: bool = False,
+                      device: str = "cpu") -> dict:
     """Build a character corpus (``text``, or the pydoc topics when None), seed torch with ``seed``,
     build ``GPT(GPTConfig(vocab_size=..., **model), ffn=structured_ffn(**ffn))`` (with a shared
     ``RotaryEmbedding`` and no learned positions when ``rope``) and train it with
@@ -213,7 +218,8 @@ def train_gpt_on_text(model: dict, train: dict, seed: int = 0, ffn: dict | None 
     ``paired_init``: the structured model starts from the dense model of the same seed (every shared
     parameter copied, LowRank factors = the rank-R SVD of the dense FFN weights; see
     ``copy_dense_init``), so arms of one seed differ only in their FFN structure (the training batches
-    are always the same for a seed)."""
+    are always the same for a seed). The model is built on the CPU (the same initial weights on every
+    device) and trained on ``device``."""
     from tenfold.models.gpt import GPT, GPTConfig
     from tenfold.nn.structured import copy_dense_init, structured_ffn
 
@@ -231,7 +237,7 @@ def train_gpt_on_text(model: dict, train: dict, seed: int = 0, ffn: dict | None 
         copy_dense_init(net, reference)
     else:
         net = GPT(cfg, rope=rotary, ffn=structured_ffn(**ffn) if ffn else None)
-    record = train_lm(net, corpus, LMTrainConfig(**train), seed=seed)
+    record = train_lm(net.to(device), corpus, LMTrainConfig(**train), seed=seed)
     if return_weights:
         record["weights"] = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).tolist()  # (params,)
     return record
