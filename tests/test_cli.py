@@ -38,6 +38,7 @@ def test_unknown_experiment_exits_2_naming_valid_ones(capsys):
     (("run", "toy", "--seeds", "1,1"), "distinct"),
     (("run", "toy", "--device", "tpu"), "valid devices"),
     (("reproduce", "--only", "toy,nosuch"), "unknown experiment 'nosuch'"),
+    (("reproduce", "--only", "nap,p-rope", "--device", "cuda"), "not supported by nap;"),
     (("bench", "toy"), "no benchmark"),
 ])
 def test_bad_usage_exits_2_with_a_clear_message(capsys, tmp_path, argv, message):

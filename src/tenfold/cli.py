@@ -145,6 +145,10 @@ def cmd_reproduce(args) -> int:
     _check_preset(args.preset)
     names = args.only.split(",") if args.only else registry.names()
     experiments = [_experiment(n.strip()) for n in names]
+    cpu_only = [exp.name for exp in experiments if args.device == "cuda" and "cuda" not in exp.devices]
+    if cpu_only:
+        raise UsageError(f"--device cuda: not supported by {', '.join(cpu_only)}; use --device auto "
+                         "(cuda where an experiment supports it, else cpu) or --only")
     results, start = [], time.perf_counter()
     for i, exp in enumerate(experiments, 1):
         print(f"\n== [{i}/{len(experiments)}] {exp.name}: {exp.paper} (about {exp.quick_minutes:.0f} min at quick)",

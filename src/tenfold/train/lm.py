@@ -133,7 +133,8 @@ def evaluate_lm(model: nn.Module, corpus: CharCorpus, context: int, max_windows:
         if not keep:
             continue
         logits = model(x[keep].to(device))
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[keep].to(device).reshape(-1),  # (b*ctx, vocab)
+        target = y[keep].to(device)
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),  # (b*ctx, vocab)
                                  reduction="sum").item()
         count += y[keep].numel()
     model.train(was_training)
@@ -173,7 +174,8 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig, seed: int
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         x, y = corpus.batch("train", cfg.batch_size, cfg.context, generator)
-        x, y = x[rank * per_rank: (rank + 1) * per_rank].to(device), y[rank * per_rank: (rank + 1) * per_rank].to(device)
+        mine = slice(rank * per_rank, (rank + 1) * per_rank)
+        x, y = x[mine].to(device), y[mine].to(device)
         calls_before = _guide_macs(model)
         logits = net(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # (b*ctx, vocab)
