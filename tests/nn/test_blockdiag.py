@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from tenfold.nn.blockdiag import BlockDiagonalLinear, block_diagonal_matmul
+from tenfold.nn.blockdiag import (BlockDiagonalLinear, block_diagonal_linear, block_diagonal_linear_backward,
+                                 block_diagonal_matmul)
 
 
 @pytest.mark.parametrize("in_f,out_f,blocks", [(8, 12, 4), (12, 8, 2), (6, 6, 1), (16, 16, 16)])
@@ -55,3 +56,17 @@ def test_gradients_reach_every_block():
     layer = BlockDiagonalLinear(8, 8, 4)
     layer(torch.randn(5, 8)).square().sum().backward()
     assert layer.weight.grad.abs().sum(dim=(1, 2)).gt(0).all()
+
+
+def test_functional_form_and_its_backward_match_the_layer_and_autograd():
+    torch.manual_seed(0)
+    layer = BlockDiagonalLinear(12, 8, 4).double()
+    x = torch.randn(2, 5, 12, dtype=torch.float64, requires_grad=True)
+    y = block_diagonal_linear(x, layer.weight, layer.bias)
+    assert torch.equal(y, layer(x))
+    dy = torch.randn_like(y)
+    dx, dw, db = torch.autograd.grad(y, (x, layer.weight, layer.bias), dy)
+    got = block_diagonal_linear_backward(x.detach(), layer.weight.detach(), dy, (True, True, True))
+    for expected, actual in zip((dx, dw, db), got):
+        assert torch.allclose(expected, actual)
+    assert block_diagonal_linear_backward(x.detach(), layer.weight.detach(), dy, (False, True, False))[::2] == (None, None)

@@ -30,6 +30,33 @@ def block_diagonal_matmul(x_blocks: torch.Tensor, weight: torch.Tensor) -> torch
     return out.transpose(0, 1).reshape(*lead, blocks, out_b)  # (..., blocks, out_b)
 
 
+def block_diagonal_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The functional form of :class:`BlockDiagonalLinear`: x (..., in) -> (..., out) for ``weight``
+    (blocks, out/blocks, in/blocks) and ``bias`` (out,) or None."""
+    blocks, out_b, in_b = weight.shape
+    x_blocks = x.reshape(*x.shape[:-1], blocks, in_b)  # (..., B, in/B)
+    y = block_diagonal_matmul(x_blocks, weight).reshape(*x.shape[:-1], blocks * out_b)  # (..., out)
+    return y if bias is None else y + bias
+
+
+def block_diagonal_linear_backward(x: torch.Tensor, weight: torch.Tensor, dy: torch.Tensor,
+                                   needs: tuple[bool, bool, bool]):
+    """Gradients (dx, dweight, dbias) of :func:`block_diagonal_linear` at ``x`` for upstream ``dy``
+    (..., out); None where ``needs`` (for x, weight, bias) is False. For hand-written backwards that
+    recompute the layer instead of saving its autograd graph."""
+    blocks, out_b, in_b = weight.shape
+    dx = dw = db = None
+    dy_blocks = dy.reshape(-1, blocks, out_b)  # (tokens, B, out/B)
+    if needs[0]:
+        dx = block_diagonal_matmul(dy_blocks, weight.transpose(1, 2)).reshape(x.shape)  # (..., in)
+    if needs[1]:
+        x_blocks = x.reshape(-1, blocks, in_b).transpose(0, 1)  # (B, tokens, in/B)
+        dw = torch.bmm(dy_blocks.transpose(0, 1).transpose(1, 2), x_blocks)  # (B, out/B, in/B)
+    if needs[2]:
+        db = dy.reshape(-1, dy.shape[-1]).sum(0)  # (out,)
+    return dx, dw, db
+
+
 class BlockDiagonalLinear(nn.Module):
     """y = blockdiag(W_1, ..., W_B) x + b (a linear layer whose weight is block-diagonal).
 
@@ -70,9 +97,7 @@ class BlockDiagonalLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"expected input shaped (..., {self.in_features}), got {tuple(x.shape)}")
-        x_blocks = x.reshape(*x.shape[:-1], self.blocks, self.in_features // self.blocks)  # (..., B, in/B)
-        y = self.blocked(x_blocks).reshape(*x.shape[:-1], self.out_features)  # (..., out)
-        return y if self.bias is None else y + self.bias
+        return block_diagonal_linear(x, self.weight, self.bias)
 
     def to_dense(self) -> torch.Tensor:
         """The full (out_features, in_features) weight matrix."""

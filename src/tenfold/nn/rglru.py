@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from tenfold.nn.blockdiag import BlockDiagonalLinear, block_diagonal_matmul
+from tenfold.nn.blockdiag import BlockDiagonalLinear, block_diagonal_linear, block_diagonal_linear_backward
 
 SCAN_IMPLS = ("loop", "custom", "doubling")
 MAX_SQRT_GRADIENT = 1000.0
@@ -80,6 +80,23 @@ def _scan_forward_loop(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None
     return out
 
 
+def _scan_backward_loop(a: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """The gradient flowing into each h_t, g_t = dy_t + a_{t+1} g_{t+1}; a, dy (batch, T, width)."""
+    g = torch.empty_like(dy)
+    carry = dy[:, -1]
+    g[:, -1] = carry
+    for t in range(dy.shape[1] - 2, -1, -1):
+        carry = torch.addcmul(dy[:, t], a[:, t + 1], carry)
+        g[:, t] = carry
+    return g
+
+
+def _previous_states(h: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """h_{t-1} for every t: (batch, T, width), with h_{-1} = h0 (zeros when None)."""
+    first = h0 if h0 is not None else torch.zeros_like(h[:, 0])
+    return torch.cat([first.unsqueeze(1), h[:, :-1]], dim=1)  # (batch, T, width)
+
+
 class LinearScanFn(torch.autograd.Function):
     """h_t = a_t h_{t-1} + b_t with a reverse-time backward; saves only (a, h, h0).
 
@@ -97,15 +114,8 @@ class LinearScanFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
         a, h, h0 = ctx.saved_tensors
-        g = torch.empty_like(dy)
-        carry = dy[:, -1]
-        g[:, -1] = carry
-        for t in range(dy.shape[1] - 2, -1, -1):
-            carry = torch.addcmul(dy[:, t], a[:, t + 1], carry)
-            g[:, t] = carry
-        first = h0 if ctx.has_h0 else torch.zeros_like(h[:, 0])
-        h_prev = torch.cat([first.unsqueeze(1), h[:, :-1]], dim=1)  # (batch, T, width): h_{t-1}
-        da = g * h_prev
+        g = _scan_backward_loop(a, dy)
+        da = g * _previous_states(h, h0 if ctx.has_h0 else None)
         dh0 = a[:, 0] * g[:, 0] if ctx.has_h0 else None
         return da, g, dh0
 
@@ -157,34 +167,12 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
 # fused RG-LRU (gates + scan in one autograd Function; the gates are recomputed in backward)
 
 
-def _block_diag(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """BlockDiagonalLinear as a function: x (..., W) -> (..., W) with weight (blocks, W/blocks, W/blocks)."""
-    blocks, _, in_b = weight.shape
-    x_blocks = x.reshape(*x.shape[:-1], blocks, in_b)  # (..., blocks, W/blocks)
-    return block_diagonal_matmul(x_blocks, weight).reshape(x.shape) + bias  # (..., W)
-
-
-def _block_diag_backward(x: torch.Tensor, weight: torch.Tensor, dy: torch.Tensor, needs: tuple[bool, bool, bool]):
-    """Gradients (dx, dweight, dbias) of :func:`_block_diag` for upstream dy (..., W); None where not needed."""
-    blocks, out_b, in_b = weight.shape
-    dx = dw = db = None
-    dy_blocks = dy.reshape(-1, blocks, out_b)  # (tokens, blocks, W/blocks)
-    if needs[0]:
-        dx = block_diagonal_matmul(dy_blocks, weight.transpose(1, 2)).reshape(x.shape)  # (..., W)
-    if needs[1]:
-        x_blocks = x.reshape(-1, blocks, in_b).transpose(0, 1)  # (blocks, tokens, W/blocks)
-        dw = torch.bmm(dy_blocks.transpose(0, 1).transpose(1, 2), x_blocks)  # (blocks, out_b, in_b)
-    if needs[2]:
-        db = dy.reshape(-1, dy.shape[-1]).sum(0)  # (W,)
-    return dx, dw, db
-
-
 def _fused_gates(v, reset, w_x, b_x, w_a, b_a, lam, c):
     """Gates i_t, r_t, decay a_t and multiplier m_t (batch, T, W) in at least fp32, and softplus(Lambda) (W,),
     with the same arithmetic as :meth:`RGLRU.gates`; ``reset``: the first step is a segment start."""
     acc = torch.promote_types(v.dtype, torch.float32)
-    gate_x = torch.sigmoid(_block_diag(v, w_x, b_x)).to(acc)
-    gate_a = torch.sigmoid(_block_diag(v, w_a, b_a)).to(acc)
+    gate_x = torch.sigmoid(block_diagonal_linear(v, w_x, b_x)).to(acc)
+    gate_a = torch.sigmoid(block_diagonal_linear(v, w_a, b_a)).to(acc)
     softplus = F.softplus(lam.to(acc))
     log_a = -c * gate_a * softplus
     multiplier = torch.expm1(2.0 * log_a).neg_().sqrt_()  # sqrt(1 - a_t^2)
@@ -219,14 +207,8 @@ class FusedRGLRUFn(torch.autograd.Function):
         v, h, h0, w_x, b_x, w_a, b_a, lam = ctx.saved_tensors
         needs = ctx.needs_input_grad
         gate_x, gate_a, softplus, a, multiplier = _fused_gates(v, ctx.reset, w_x, b_x, w_a, b_a, lam, ctx.c)
-        g = torch.empty_like(h)  # gradient flowing into h_t, = dL/db_t
-        carry = dh[:, -1].to(h.dtype)
-        g[:, -1] = carry
-        for t in range(h.shape[1] - 2, -1, -1):
-            carry = torch.addcmul(dh[:, t], a[:, t + 1], carry)
-            g[:, t] = carry
-        first = h0 if ctx.has_h0 else torch.zeros_like(h[:, 0])
-        h_prev = torch.cat([first.unsqueeze(1), h[:, :-1]], dim=1)  # (batch, T, W): h_{t-1}
+        g = _scan_backward_loop(a, dh.to(h.dtype))  # gradient flowing into h_t, = dL/db_t
+        h_prev = _previous_states(h, h0 if ctx.has_h0 else None)
         v_acc = v.to(h.dtype)
         g_m = g * multiplier
         d_pre_x = torch.ops.aten.sigmoid_backward(g_m * v_acc, gate_x).to(v.dtype)  # through b = v i m
@@ -238,8 +220,8 @@ class FusedRGLRUFn(torch.autograd.Function):
             d_lam = ((d_log_a * gate_a).reshape(-1, h.shape[-1]).sum(0)
                      * (-ctx.c) * torch.sigmoid(lam.to(h.dtype))).to(lam.dtype)
         d_pre_a = torch.ops.aten.sigmoid_backward(d_log_a.mul_(-ctx.c * softplus), gate_a).to(v.dtype)
-        dv_x, dw_x, db_x = _block_diag_backward(v, w_x, d_pre_x, (needs[0], needs[3], needs[4]))
-        dv_a, dw_a, db_a = _block_diag_backward(v, w_a, d_pre_a, (needs[0], needs[5], needs[6]))
+        dv_x, dw_x, db_x = block_diagonal_linear_backward(v, w_x, d_pre_x, (needs[0], needs[3], needs[4]))
+        dv_a, dw_a, db_a = block_diagonal_linear_backward(v, w_a, d_pre_a, (needs[0], needs[5], needs[6]))
         dv = (g_m * gate_x).to(v.dtype).add_(dv_x).add_(dv_a) if needs[0] else None
         dh0 = a[:, 0] * g[:, 0] if ctx.has_h0 and needs[1] else None
         return dv, dh0, None, dw_x, db_x, dw_a, db_a, d_lam, None, None
