@@ -127,6 +127,16 @@ class ContextEncoder(nn.Module):
         return self.to_latent(self.norm(h).mean(dim=1))
 
 
+def _code_mlp(d_in: int, d_model: int, n_layers: int) -> nn.Sequential:
+    """A set encoder's per-element code: ``n_layers`` ReLU layers of width ``d_model``, then a linear layer."""
+    layers: list[nn.Module] = []
+    width = d_in
+    for _ in range(n_layers):
+        layers += [nn.Linear(width, d_model), nn.ReLU()]
+        width = d_model
+    return nn.Sequential(*layers, nn.Linear(d_model, d_model))
+
+
 class SetEncoder(nn.Module):
     """Task inference as a DeepSet (the ``deepsetmean`` encoder of the group's ``Setcoder``, ICLR 2024 code):
     each context pair [x, y] is encoded on its own by an MLP phi (``n_layers`` ReLU layers of width
@@ -138,12 +148,7 @@ class SetEncoder(nn.Module):
         super().__init__()
         _check_positive(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model, n_layers=n_layers)
         self.d_in, self.d_out = d_in, d_out
-        layers: list[nn.Module] = []
-        width = d_in + d_out
-        for _ in range(n_layers):
-            layers += [nn.Linear(width, d_model), nn.ReLU()]
-            width = d_model
-        self.phi = nn.Sequential(*layers, nn.Linear(d_model, d_model))
+        self.phi = _code_mlp(d_in + d_out, d_model, n_layers)
         self.to_latent = nn.Linear(d_model, d_latent)
 
     def forward(self, x_ctx: torch.Tensor, y_ctx: torch.Tensor) -> torch.Tensor:
@@ -169,12 +174,7 @@ class BilinearSetEncoder(nn.Module):
         super().__init__()
         _check_positive(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model, n_layers=n_layers)
         self.d_in, self.d_out = d_in, d_out
-        layers: list[nn.Module] = []
-        width = d_in
-        for _ in range(n_layers):
-            layers += [nn.Linear(width, d_model), nn.ReLU()]
-            width = d_model
-        self.input_code = nn.Sequential(*layers, nn.Linear(d_model, d_model))
+        self.input_code = _code_mlp(d_in, d_model, n_layers)
         self.target_code = nn.Linear(d_out, d_model)
         self.to_latent = nn.Linear(d_model, d_latent)
 
