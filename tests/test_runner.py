@@ -7,7 +7,7 @@ from tenfold import registry
 from tenfold.runner import RunError, output_dir, run_experiment
 
 RESULT_KEYS = {"experiment", "paper", "preset", "seeds", "config", "claims", "metrics", "figures", "wall_s", "env"}
-CLAIM_KEYS = {"id", "statement", "paper", "measured", "threshold", "passed"}
+CLAIM_KEYS = {"id", "statement", "paper", "measured", "threshold", "passed", "note"}  # optional: "requires"
 
 
 def run_toy(tmp_path, seeds=(0, 1, 2), resume=False, workers=1, **overrides):
@@ -22,7 +22,7 @@ def test_result_json_has_the_design_schema(tmp_path):
     assert set(saved) == RESULT_KEYS
     assert saved["experiment"] == "toy" and saved["preset"] == "smoke" and saved["seeds"] == [0, 1, 2]
     for claim in saved["claims"]:
-        assert set(claim) == CLAIM_KEYS
+        assert set(claim) - {"requires"} == CLAIM_KEYS
         assert isinstance(claim["measured"], float) and isinstance(claim["passed"], bool)
     assert set(saved["env"]) >= {"tenfold", "torch", "python", "device", "threads"}
     assert saved["env"]["threads"] == 1

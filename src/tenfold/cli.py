@@ -157,8 +157,8 @@ def cmd_reproduce(args) -> int:
         print(claim_table(result))
         results.append(result)
     report = write_report(args.out)
-    passed = sum(c["passed"] for r in results for c in r["claims"])
-    total = sum(len(r["claims"]) for r in results)
+    passed = sum(c["passed"] is True for r in results for c in r["claims"])
+    total = sum(c["passed"] is not None for r in results for c in r["claims"])
     print(f"\n{passed}/{total} claims passed in {time.perf_counter() - start:.0f}s")
     print(f"report: {report} and {report.with_name('report.html')}")
     return _exit_for(results, args.strict)
@@ -201,8 +201,9 @@ def claim_table(result: dict) -> str:
     lines = [f"\n{result['experiment']} ({result['preset']}, seeds {result['seeds']})",
              f"  {'claim':<34}{'measured':>12}  {'threshold':<12}result"]
     for claim in result["claims"]:
-        lines.append(f"  {claim['id']:<34}{claim['measured']:>12.4g}  {claim['threshold']:<12}"
-                     f"{'PASS' if claim['passed'] else 'FAIL'}")
+        verdict = "n/a" if claim["passed"] is None else ("PASS" if claim["passed"] else "FAIL")
+        note = f"  ({claim['note']})" if claim.get("note") else ""
+        lines.append(f"  {claim['id']:<34}{claim['measured']:>12.4g}  {claim['threshold']:<12}{verdict}{note}")
     return "\n".join(lines)
 
 
@@ -216,7 +217,7 @@ def bench_table(rows) -> str:
 
 
 def _exit_for(results: list[dict], strict: bool) -> int:
-    failed = any(not c["passed"] for r in results for c in r["claims"])
+    failed = any(c["passed"] is False for r in results for c in r["claims"])
     return EXIT_CLAIM_FAILED if strict and failed else EXIT_OK
 
 

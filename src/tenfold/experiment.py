@@ -1,5 +1,6 @@
-"""What an experiment is: a config dataclass with presets, a function that runs one seed, and a
-function that turns the seeds' records into metrics, figures and checked claims.
+"""What an experiment is: a config dataclass with presets, a function that runs one seed, a table of
+the claims it checks, and a function that turns the seeds' records into metrics, figures and the
+measured value of each claim.
 
 An experiment module in ``tenfold.experiments`` defines a module-level ``EXPERIMENT``::
 
@@ -10,17 +11,26 @@ An experiment module in ``tenfold.experiments`` defines a module-level ``EXPERIM
 
     PRESETS = {"smoke": Config(seeds=(0,), steps=5), "quick": Config(), "full": Config(seeds=tuple(range(10)))}
 
+    CLAIMS = (
+        ClaimSpec("tam.stable-lr", "TAM stays stable where SGD with momentum diverges",
+                  paper="...", threshold=">= 1.3"),
+        ...
+    )
+
     def run_seed(cfg: Config, ctx: RunContext) -> dict: ...   # JSON-able record of one seed
-    def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation: ...
+    def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
+        ...
+        return Evaluation(measured={"tam.stable-lr": 2.4, ...}, metrics=..., figures=[...])
 
     EXPERIMENT = Experiment(name="tam", paper="...", presets=PRESETS, run_seed=run_seed,
-                            evaluate=evaluate, quick_minutes=2.5,
-                            claim_ids=("tam.stable-lr", ...), bench=bench)
+                            evaluate=evaluate, quick_minutes=2.5, claims=CLAIMS)
 
 ``run_seed`` and ``evaluate`` must be module-level functions (seeds run in worker processes).
-Claims are built with :func:`check`, whose threshold is a literal in the experiment's code; the
-runner refuses an evaluation whose claim ids differ from ``claim_ids`` (no claim is silently dropped).
-``bench(quick: bool) -> list[BenchRow]`` is optional and runs under ``tenfold bench``.
+Each claim's id, statement, paper statement and threshold are declared once, in the ``ClaimSpec``
+table; ``evaluate`` only measures, and the runner fills the table (:func:`fill_claims`), refusing an
+evaluation that measures a different set of claims (no claim is silently dropped). A claim that is
+conditional in the paper itself names its premise with ``requires``: where the premise failed, it is
+reported as "n/a: premise absent" (neither a pass nor a failure) - never a way around a failing claim.
 """
 
 from __future__ import annotations
@@ -47,31 +57,98 @@ _THRESHOLD = re.compile(r"^\s*(>=|<=|==|>|<)\s*([-+0-9.eE]+|inf|-inf)\s*$")
 
 @dataclass
 class Claim:
-    """A predicate on a measured number: ``measured <op> bound``, e.g. ``2.4 >= 1.3``."""
+    """A predicate on a measured number: ``measured <op> bound``, e.g. ``2.4 >= 1.3``.
+
+    ``passed`` is ``None`` where the claim could not be decided because its premise (``requires``)
+    failed; ``note`` says why a value is what it is (e.g. NaN, or the premise's measurement).
+    """
 
     id: str
     statement: str
     paper: str
     measured: float
     threshold: str
-    passed: bool
+    passed: bool | None
+    note: str = ""
+    requires: str | None = None
+
+    @property
+    def status(self) -> str:
+        """``"pass"``, ``"fail"`` or ``"n/a"``."""
+        return "n/a" if self.passed is None else ("pass" if self.passed else "fail")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["requires"] is None:
+            del out["requires"]
+        return out
 
 
-def check(id: str, statement: str, paper: str, measured: float, threshold: str) -> Claim:
+def _parse_threshold(threshold: str) -> tuple[str, str]:
+    match = _THRESHOLD.match(threshold)
+    if match is None:
+        raise ValueError(f"threshold must look like '>= 1.3' (ops {sorted(_OPS)}), got {threshold!r}")
+    return match.group(1), match.group(2)
+
+
+def check(id: str, statement: str, paper: str, measured: float, threshold: str, note: str = "") -> Claim:
     """Evaluate ``measured`` against ``threshold`` (one of ``>= x``, ``<= x``, ``> x``, ``< x``, ``== x``).
 
     A non-finite measurement fails every threshold.
     """
-    match = _THRESHOLD.match(threshold)
-    if match is None:
-        raise ValueError(f"threshold must look like '>= 1.3' (ops {sorted(_OPS)}), got {threshold!r}")
-    op, bound = match.group(1), float(match.group(2))
+    op, bound = _parse_threshold(threshold)
     measured = float(measured)
-    passed = math.isfinite(measured) and _OPS[op](measured, bound)
-    return Claim(id, statement, paper, measured, f"{op} {match.group(2)}", bool(passed))
+    passed = math.isfinite(measured) and _OPS[op](measured, float(bound))
+    return Claim(id, statement, paper, measured, f"{op} {bound}", bool(passed), note)
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """One row of an experiment's claim table: what is claimed and the threshold, fixed before any run.
+
+    ``requires`` names the id of a premise claim of the same experiment (declared earlier in the
+    table), for claims that the paper itself states conditionally.
+    """
+
+    id: str
+    statement: str
+    paper: str
+    threshold: str
+    requires: str | None = None
+
+    def __post_init__(self) -> None:
+        _parse_threshold(self.threshold)
+
+    def check(self, measured: float, note: str = "") -> Claim:
+        claim = check(self.id, self.statement, self.paper, measured, self.threshold, note)
+        claim.requires = self.requires
+        return claim
+
+
+def fill_claims(specs: Sequence[ClaimSpec], measured: dict[str, float],
+                notes: dict[str, str] | None = None) -> list[Claim]:
+    """The claims of ``specs`` checked against ``measured`` (one value per id, no more, no fewer);
+    a claim whose premise failed or was undecided becomes "n/a: premise absent"."""
+    notes = notes or {}
+    declared = [spec.id for spec in specs]
+    if sorted(measured) != sorted(declared):
+        missing = sorted(set(declared) - set(measured))
+        extra = sorted(set(measured) - set(declared))
+        raise ValueError(f"measured claims differ from the table: missing {missing}, undeclared {extra}")
+    unknown_notes = sorted(set(notes) - set(declared))
+    if unknown_notes:
+        raise ValueError(f"notes for undeclared claims {unknown_notes}")
+    claims: dict[str, Claim] = {}
+    for spec in specs:
+        claim = spec.check(measured[spec.id], notes.get(spec.id, ""))
+        premise = claims.get(spec.requires) if spec.requires else None
+        if premise is not None and not premise.passed:
+            claim.passed = None
+            why = (f"n/a: premise absent ({premise.id} measured {premise.measured:.4g}, "
+                   f"needs {premise.threshold})")
+            claim.note = f"{why}; {claim.note}" if claim.note else why
+        claims[spec.id] = claim
+    return list(claims.values())
 
 
 def paired_wins(method: Sequence[float], baseline: Sequence[float]) -> int:
@@ -95,11 +172,15 @@ def stack_seeds(records: dict[int, dict], key: str) -> np.ndarray:
 
 @dataclass
 class Evaluation:
-    """What ``evaluate`` returns: checked claims, metrics (JSON-able) and figure file names."""
+    """What ``evaluate`` returns: the measured value of each claim of the experiment's table (and an
+    optional note per claim), metrics (JSON-able) and figure file names. ``claims`` is filled by the
+    runner from the table (an experiment without a table may still return checked claims itself)."""
 
-    claims: list[Claim]
     metrics: dict[str, Any]
     figures: list[str] = field(default_factory=list)
+    measured: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    claims: list[Claim] = field(default_factory=list)
 
 
 @dataclass
@@ -128,12 +209,24 @@ class Experiment:
     run_seed: Callable[[Any, RunContext], dict]
     evaluate: Callable[[Any, dict[int, dict], Path], Evaluation]
     quick_minutes: float
-    claim_ids: tuple[str, ...] = ()  # every claim evaluate() returns, declared before any run
+    claims: tuple[ClaimSpec, ...] = ()  # the claim table, declared before any run
+    claim_ids: tuple[str, ...] = ()  # derived from ``claims`` (set directly only by experiments without a table)
     bench: Callable[[bool], list] | None = None  # bench(quick) -> list[BenchRow]
     hidden: bool = False  # hidden experiments (test fixtures) are left out of list and reproduce
     devices: tuple[str, ...] = ("cpu",)  # devices run_seed honours through ctx.device; others are refused
 
     def __post_init__(self) -> None:
+        if self.claims:
+            ids = tuple(spec.id for spec in self.claims)
+            if self.claim_ids and self.claim_ids != ids:
+                raise ValueError(f"{self.name}: claim_ids {self.claim_ids} differ from the claim table {ids}")
+            self.claim_ids = ids
+            for index, spec in enumerate(self.claims):
+                if spec.requires is not None and spec.requires not in ids[:index]:
+                    raise ValueError(f"{self.name}: claim {spec.id!r} requires {spec.requires!r}, "
+                                     "which must be a claim declared before it")
+        if len(set(self.claim_ids)) != len(self.claim_ids):
+            raise ValueError(f"{self.name}: duplicate claim ids in {self.claim_ids}")
         missing = [p for p in PRESET_NAMES if p not in self.presets]
         if missing:
             raise ValueError(f"experiment {self.name!r} lacks presets {missing}")

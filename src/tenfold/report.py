@@ -63,8 +63,22 @@ def _copy_figures(result: dict, out_dir: Path) -> list[str]:
 
 
 def _counts(results: list[dict]) -> tuple[int, int]:
+    """(passed, decided) claims; a claim whose premise was absent (``passed`` null) is neither."""
     claims = [c for r in results for c in r["claims"]]
-    return sum(c["passed"] for c in claims), len(claims)
+    return sum(c["passed"] is True for c in claims), sum(c["passed"] is not None for c in claims)
+
+
+def _undecided(results: list[dict]) -> int:
+    return sum(c["passed"] is None for r in results for c in r["claims"])
+
+
+def _verdict(claim: dict) -> str:
+    return "n/a" if claim["passed"] is None else ("PASS" if claim["passed"] else "FAIL")
+
+
+def _measured_text(claim: dict) -> str:
+    note = claim.get("note") or ""
+    return f"{_fmt(claim['measured'])} ({note})" if note else _fmt(claim["measured"])
 
 
 def _fmt(value: float) -> str:
@@ -77,9 +91,10 @@ def _md_cell(text: str) -> str:
 
 def render_markdown(results: list[dict], stamp: str) -> str:
     passed, total = _counts(results)
+    undecided = f" ({_undecided(results)} more n/a: premise absent)" if _undecided(results) else ""
     lines = [
         "# tenfold reproduction report", "",
-        f"Generated {stamp}. **{passed} of {total} claims passed** across {len(results)} experiments. "
+        f"Generated {stamp}. **{passed} of {total} claims passed**{undecided} across {len(results)} experiments. "
         "Each claim is a predicate on seed means (or paired seed wins) with its threshold fixed in code "
         "before the run; a failed claim is reported as failed.", "",
         "## Every claim", "",
@@ -89,7 +104,8 @@ def render_markdown(results: list[dict], stamp: str) -> str:
     for r in results:
         for c in r["claims"]:
             lines.append(f"| {r['experiment']} | `{c['id']}` | {_md_cell(c['statement'])} | {_md_cell(c['paper'])} "
-                         f"| {_fmt(c['measured'])} | {_md_cell(c['threshold'])} | {'PASS' if c['passed'] else '**FAIL**'} |")
+                         f"| {_md_cell(_measured_text(c))} | {_md_cell(c['threshold'])} "
+                         f"| {'**FAIL**' if _verdict(c) == 'FAIL' else _verdict(c)} |")
     for r in results:
         p, t = _counts([r])
         lines += ["", f"## {r['experiment']}", "",
@@ -105,7 +121,7 @@ body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; 
 table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-align: left; }
 th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.pass { color: #0a6b0a; font-weight: bold; } .fail { color: #b00020; font-weight: bold; }
+.pass { color: #0a6b0a; font-weight: bold; } .fail { color: #b00020; font-weight: bold; } .na { color: #666; font-style: italic; }
 img { max-width: 100%; margin: 0.5em 0; border: 1px solid #eee; } .figs { display: flex; flex-wrap: wrap; gap: 1em; }
 .figs img { max-width: 48%; } pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 code { background: #f3f3f3; padding: 0 3px; }
@@ -118,10 +134,11 @@ def render_html(results: list[dict], stamp: str) -> str:
     rows = []
     for r in results:
         for c in r["claims"]:
-            status = '<span class="pass">PASS</span>' if c["passed"] else '<span class="fail">FAIL</span>'
+            verdict = _verdict(c)
+            status = f'<span class="{"na" if verdict == "n/a" else verdict.lower()}">{verdict}</span>'
             rows.append(f"<tr><td><a href='#{esc(r['experiment'])}'>{esc(r['experiment'])}</a></td>"
                         f"<td><code>{esc(c['id'])}</code></td><td>{esc(c['statement'])}</td><td>{esc(c['paper'])}</td>"
-                        f"<td class='num'>{esc(_fmt(c['measured']))}</td><td>{esc(c['threshold'])}</td><td>{status}</td></tr>")
+                        f"<td class='num'>{esc(_measured_text(c))}</td><td>{esc(c['threshold'])}</td><td>{status}</td></tr>")
     sections = []
     for r in results:
         p, t = _counts([r])

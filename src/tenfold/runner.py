@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 import tenfold
 from tenfold import registry
-from tenfold.experiment import Evaluation, Experiment, RunContext
+from tenfold.experiment import Evaluation, Experiment, RunContext, fill_claims
 from tenfold.utils.checkpoint import atomic_write_json
 from tenfold.utils.seeding import seed_everything
 from tenfold.utils.threads import single_thread
@@ -189,8 +189,17 @@ def run_one_seed(name: str, cfg: Any, seed: int, device: str, seed_dir: str,
 
 
 def _validate(experiment: Experiment, evaluation: Evaluation) -> None:
+    """Check the evaluation against the declared claims; fill the claim table from its measurements."""
     if not isinstance(evaluation, Evaluation):
         raise RunError(f"{experiment.name}.evaluate must return an Evaluation, got {type(evaluation).__name__}")
+    if experiment.claims:
+        if evaluation.claims:
+            raise RunError(f"{experiment.name}: evaluate returned checked claims; with a claim table it returns measured values")
+        try:
+            evaluation.claims = fill_claims(experiment.claims, evaluation.measured, evaluation.notes)
+        except ValueError as error:
+            raise RunError(f"{experiment.name}: {error}") from None
+        return
     got = tuple(c.id for c in evaluation.claims)
     if experiment.claim_ids and sorted(got) != sorted(experiment.claim_ids):
         raise RunError(f"{experiment.name}: evaluate returned claims {got}, declared {experiment.claim_ids}")

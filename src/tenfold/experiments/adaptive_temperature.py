@@ -256,7 +256,7 @@ def _figures(cfg: Config, records: dict[int, dict], out_dir: Path) -> list[str]:
 
 
 def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
-    return Evaluation(_claims(cfg, records), _metrics(cfg, records), _figures(cfg, records, out_dir))
+    return Evaluation(claims=_claims(cfg, records), metrics=_metrics(cfg, records), figures=_figures(cfg, records, out_dir))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -266,7 +266,7 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     metrics["cpu_s_per_seed"] = seed_stats(
         sum(part[arm]["cpu_s"] for part in records[s].values() for arm in _arms(cfg) if arm in part)
         for s in sorted(records))
-    return Evaluation(claims, metrics, _figures(cfg, records, out_dir))
+    return Evaluation(claims=claims, metrics=metrics, figures=_figures(cfg, records, out_dir))
 
 
 def _figures(cfg: Config, records: dict[int, dict], out_dir: Path) -> list[str]:

@@ -352,7 +352,7 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
               ">= 0.6"),
     ]
     figures = [_plot_latency(rows, cfg, out_dir), _plot_scores(records, out_dir), _plot_loss(records, out_dir)]
-    return Evaluation(claims, metrics, figures)
+    return Evaluation(claims=claims, metrics=metrics, figures=figures)
 
 
 def _plot_latency(rows, cfg: Config, out_dir: Path) -> str:

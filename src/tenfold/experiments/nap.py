@@ -270,7 +270,7 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
               "NaP recovers and in some cases slightly improves the base model's performance on stationary benchmarks",
               stat["nap"].mean() - stat["base"].mean(), ">= -0.03"),
     ]
-    return Evaluation(claims, metrics, _figures(cfg, records, arms, online, norm, stat, out_dir))
+    return Evaluation(claims=claims, metrics=metrics, figures=_figures(cfg, records, arms, online, norm, stat, out_dir))
 
 
 def _figures(cfg, records, arms, online, norm, stat, out_dir) -> list[str]:

@@ -269,7 +269,7 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     metrics = _metrics(cfg, records, arms, p_acc, s_in, high_share, nope_share)
     figures = [_figure_distance(cfg, records, arms, out_dir), _figure_curves(cfg, records, arms, out_dir),
                _figure_usage(cfg, records, arms, out_dir)]
-    return Evaluation(claims, metrics, figures)
+    return Evaluation(claims=claims, metrics=metrics, figures=figures)
 
 
 def _metrics(cfg, records, arms, p_acc, s_in, high_share, nope_share) -> dict:

@@ -444,7 +444,7 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
         plotting.band(ax, episodes, curves[arm], label=labels[arm])
     ax.set(xlabel="evaluation episode", ylabel="return / optimal", title="Dark-Room held-out goals")
     ax.legend(fontsize=7)
-    return Evaluation(claims, metrics, [plotting.save(fig, out_dir, "returns.png")])
+    return Evaluation(claims=claims, metrics=metrics, figures=[plotting.save(fig, out_dir, "returns.png")])
 
 
 # ----------------------------------------------------------------------------- bench

@@ -283,7 +283,7 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
               gam["mid_task_frac_below_0999"]["mean"], f"<= {MID_TASK_FRACTION}"),
     ]
     figures = [_plot_accuracy(cfg, records, common, best_sp, out_dir), _plot_gamma(cfg, records, out_dir)]
-    return Evaluation(claims, metrics, figures)
+    return Evaluation(claims=claims, metrics=metrics, figures=figures)
 
 
 def _plot_accuracy(cfg, records, arms, best_sp, out_dir) -> str:

@@ -222,7 +222,7 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
               f"{cfg.claim_width} with {cfg.claim_tokens} tokens (CPU, 1 thread, fp32; FLOP ratio 3.2)",
               "2.6x FFN speed-up with 32% FFN parameters (A100, bf16, 30K tokens)", speed["claim_speedup"], ">= 1.5"),
     ]
-    return Evaluation(claims, metrics, [_loss_figure(cfg, records, out_dir), _speed_figure(cfg, speed, out_dir)])
+    return Evaluation(claims=claims, metrics=metrics, figures=[_loss_figure(cfg, records, out_dir), _speed_figure(cfg, speed, out_dir)])
 
 
 def _loss_figure(cfg: Config, records: dict[int, dict], out_dir: Path) -> str:

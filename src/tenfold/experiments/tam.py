@@ -275,7 +275,7 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     metrics = {"quadratic": quad, "shift": shift,
                "largest_stable_lr": {"sgdm": sgdm_star, "tam_sgdm_equivalent": tam_star,
                                      "tam_raw": quad["tam_largest_stable_raw_lr"]}}
-    return Evaluation(claims, metrics, figures)
+    return Evaluation(claims=claims, metrics=metrics, figures=figures)
 
 
 # ------------------------------------------------------------------ figures

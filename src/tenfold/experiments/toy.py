@@ -64,7 +64,7 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     plotting.band(ax, steps, fast, label=f"lr={cfg.fast_lr}")
     ax.set(xlabel="step", ylabel="loss", yscale="log", title="toy regression")
     ax.legend()
-    return Evaluation(claims, metrics, [plotting.save(fig, out_dir, "loss.png")])
+    return Evaluation(claims=claims, metrics=metrics, figures=[plotting.save(fig, out_dir, "loss.png")])
 
 
 EXPERIMENT = Experiment(

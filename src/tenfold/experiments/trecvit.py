@@ -418,7 +418,7 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     claims.append(check(
         "trecvit.stream-state-flat", "TRecViT's streaming state bytes, largest / smallest over the stream",
         "constant memory in the number of frames", state_growth, "<= 1.0"))
-    return Evaluation(claims, metrics, _figures(cfg, records, metrics, out_dir))
+    return Evaluation(claims=claims, metrics=metrics, figures=_figures(cfg, records, metrics, out_dir))
 
 
 def _figures(cfg: Config, records: dict[int, dict], metrics: dict, out_dir: Path) -> list[str]:
