@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tenfold.nn.blockdiag import (BlockDiagonalLinear, block_diagonal_linear, block_diagonal_linear_backward,
-                                 block_diagonal_matmul)
+                                 block_diagonal_matmul, small_block_diagonal_linear)
 
 
 @pytest.mark.parametrize("in_f,out_f,blocks", [(8, 12, 4), (12, 8, 2), (6, 6, 1), (16, 16, 16)])
@@ -70,3 +70,13 @@ def test_functional_form_and_its_backward_match_the_layer_and_autograd():
     for expected, actual in zip((dx, dw, db), got):
         assert torch.allclose(expected, actual)
     assert block_diagonal_linear_backward(x.detach(), layer.weight.detach(), dy, (False, True, False))[::2] == (None, None)
+
+
+@pytest.mark.parametrize("tokens", [1, 3, 64, 65, 200])
+@pytest.mark.parametrize("bias", [False, True])
+def test_small_block_path_equals_the_layer_for_steps_and_sequences(tokens, bias):
+    torch.manual_seed(0)
+    layer = BlockDiagonalLinear(32, 32, 8, bias=bias)
+    x = torch.randn(tokens, 32)
+    torch.testing.assert_close(small_block_diagonal_linear(x, layer.weight, layer.bias), layer(x),
+                               atol=1e-6, rtol=1e-5)

@@ -1,4 +1,4 @@
-"""RG-LRU, linear scans, causal conv and the Griffin temporal block against their equations."""
+"""RG-LRU, linear scans and the Griffin temporal block against their equations."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tenfold.nn.rglru import (
-    CausalConv1D, FusedRGLRUFn, LinearScanFn, RGLRU, RGLRUState, RecurrentBlock, TemporalBlock, linear_scan, ring_init_,
+    FusedRGLRUFn, LinearScanFn, RGLRU, RGLRUState, RecurrentBlock, TemporalBlock, linear_scan, ring_init_,
     sqrt_bounded_grad,
 )
 from tenfold.utils import activation_bytes
@@ -237,27 +237,6 @@ def test_fused_rglru_saves_only_input_and_output():
     saved = activation_bytes(lambda: fused(v * 1.0))
     assert saved <= 2 * v.nbytes + 64  # v and h (h is the output, also kept by the next layer)
     assert activation_bytes(lambda: plain(v * 1.0)) > 4 * saved
-
-
-def test_conv_taps_causality_and_step():
-    torch.manual_seed(0)
-    conv = CausalConv1D(width=3, taps=4).double()
-    x = torch.randn(2, 8, 3, dtype=torch.float64)
-    y, _ = conv(x)
-    t = 5
-    expected = conv.bias + sum(conv.weight[3 - k] * x[:, t - k] for k in range(4))  # row 3-k times x_{t-k}
-    assert torch.allclose(y[:, t], expected)
-    assert torch.allclose(y[:, 1], conv.bias + conv.weight[3] * x[:, 1] + conv.weight[2] * x[:, 0])
-    x2 = x.clone()
-    x2[:, 6:] += 1.0
-    assert torch.equal(conv(x2)[0][:, :6], y[:, :6])
-    state, steps = None, []
-    for t in range(8):
-        y_t, state = conv.step(x[:, t], state)
-        steps.append(y_t)
-    assert torch.allclose(torch.stack(steps, 1), y)
-    assert state.shape == (2, 3, 3)
-    assert abs(float(CausalConv1D(width=4096).weight.detach().std()) - 0.05) < 0.005
 
 
 @pytest.mark.parametrize("cls", [RecurrentBlock, TemporalBlock])

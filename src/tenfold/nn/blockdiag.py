@@ -1,5 +1,5 @@
 """The block-diagonal linear map, shared by the structured feed-forward layers (BlockDense,
-BlockShuffle; Wei et al., 2024) and by TRecViT's RG-LRU gates.
+BlockShuffle; Wei et al., 2024), by TRecViT's RG-LRU gates and by xLSTM's q/k/v projections.
 
     x = concat(x_1, ..., x_B)            x_k has in_features / blocks entries
     y = concat(W_1 x_1, ..., W_B x_B) + b   W_k is (out_features / blocks, in_features / blocks)
@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -55,6 +56,23 @@ def block_diagonal_linear_backward(x: torch.Tensor, weight: torch.Tensor, dy: to
     if needs[2]:
         db = dy.reshape(-1, dy.shape[-1]).sum(0)  # (out,)
     return dx, dw, db
+
+
+def small_block_diagonal_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                                few_tokens: int = 64) -> torch.Tensor:
+    """:func:`block_diagonal_linear` for many tiny blocks (xLSTM's 4 x 4 q/k/v blocks), computed the fast
+    way on CPU, where a batched product of many tiny blocks is slow: for at most ``few_tokens`` tokens
+    (recurrent steps) a broadcast multiply-and-sum over the block inputs; for more, one matmul with the
+    dense block-diagonal matrix. x (..., in) -> (..., out); ``weight`` (blocks, out/blocks, in/blocks)."""
+    blocks, out_b, in_b = weight.shape
+    if x.numel() // x.shape[-1] <= few_tokens:
+        x_blocks = x.unflatten(-1, (blocks, in_b)).unsqueeze(-2)  # (..., blocks, 1, in_b)
+        y = (x_blocks * weight).sum(-1).flatten(-2)  # (..., blocks, out_b) -> (..., out)
+    else:
+        eye = torch.eye(blocks, dtype=x.dtype, device=x.device)
+        dense = (weight.unsqueeze(2) * eye[:, None, :, None]).reshape(blocks * out_b, blocks * in_b)
+        y = F.linear(x, dense)  # dense: (blocks, out_b, blocks, in_b) -> (out, in)
+    return y if bias is None else y + bias
 
 
 class BlockDiagonalLinear(nn.Module):

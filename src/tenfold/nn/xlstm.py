@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenfold.nn.blockdiag import BlockDiagonalLinear
-from tenfold.nn.rglru import CausalConv1D
+from tenfold.nn.blockdiag import BlockDiagonalLinear, small_block_diagonal_linear
+from tenfold.nn.conv import CausalConv1D
 
 
 class MLSTMState(NamedTuple):
@@ -214,21 +214,6 @@ class MultiHeadNorm(nn.Module):
         return heads.flatten(-2) * self.weight  # (..., width)
 
 
-def _block_diagonal(layer: BlockDiagonalLinear, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)`` for xLSTM's tiny (4 x 4) q/k/v blocks, computed the fast way on CPU: for a few
-    tokens (recurrent steps) a broadcast multiply-and-sum over the block inputs; for sequences one
-    matmul with the dense block-diagonal matrix (a batched product of many 4 x 4 blocks is slow)."""
-    blocks, out_b, in_b = layer.weight.shape
-    if x.numel() // x.shape[-1] <= 64:
-        x_blocks = x.unflatten(-1, (blocks, in_b)).unsqueeze(-2)  # (..., blocks, 1, in_b)
-        y = (x_blocks * layer.weight).sum(-1).flatten(-2)  # (..., blocks, out_b) -> (..., out)
-    else:
-        eye = torch.eye(blocks, dtype=x.dtype, device=x.device)
-        dense = (layer.weight.unsqueeze(2) * eye[:, None, :, None]).reshape(blocks * out_b, blocks * in_b)
-        y = F.linear(x, dense)  # dense: (blocks, out_b, blocks, in_b) -> (out, in)
-    return y if layer.bias is None else y + layer.bias
-
-
 def _small_init_(weight: torch.Tensor, dim: int) -> None:
     nn.init.normal_(weight, std=math.sqrt(2.0 / (5.0 * dim)))
 
@@ -284,7 +269,8 @@ class MLSTMBlock(nn.Module):
 
     def _qkv_gates(self, conv: torch.Tensor, x_in: torch.Tensor):
         """conv, x_in (..., inner) -> q, k, v (..., inner) and gate pre-activations i~, f~ (..., heads)."""
-        q, k, v = _block_diagonal(self.q, conv), _block_diagonal(self.k, conv), _block_diagonal(self.v, x_in)
+        q, k, v = (small_block_diagonal_linear(inputs, layer.weight, layer.bias)
+                   for layer, inputs in ((self.q, conv), (self.k, conv), (self.v, x_in)))
         i_pre, f_pre = self.gates(torch.cat([q, k, v], -1)).chunk(2, dim=-1)
         return q, k, v, i_pre, f_pre
 
