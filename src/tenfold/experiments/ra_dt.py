@@ -23,11 +23,12 @@ import torch
 
 from tenfold import plotting
 from tenfold.envs.dark_room import DarkRoomVecEnv, goal_split, optimal_return
-from tenfold.experiment import Evaluation, Experiment, RunContext, check, paired_wins, seed_stats, stack_seeds
+from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, paired_wins, seed_stats, stack_seeds
 from tenfold.models.radt import RADT, AlgorithmDistillation, DecisionTransformer
-from tenfold.nn.retrieval import (STEP_FIELDS, EpisodicMemory, HopfieldEmbedder, TrajectoryMemory, embed_batched,
-                                  episode_steps, query_dropout_mask, rescore, slice_steps)
-from tenfold.tasks.learning_histories import q_learning_history
+from tenfold.models.retrieval import (EpisodicMemory, HopfieldEmbedder, TrajectoryMemory, embed_batched,
+                                      query_dropout_mask, rescore)
+from tenfold.tasks.learning_histories import STEP_FIELDS, episode_steps, q_learning_history, right_padded, slice_steps
+from tenfold.train.loop import fit, warmup_cosine
 
 
 @dataclass
@@ -88,17 +89,6 @@ ARMS = ("dt", "ad", "radt", "radt_no_rescore", "radt_random", "radt_no_exclusion
 
 
 # ----------------------------------------------------------------------------- data
-def right_padded(steps: dict, rows: torch.Tensor, ends: torch.Tensor, length: int) -> dict:
-    """Contexts of steps max(0, end-length+1)..end of rows, valid steps first, padding after."""
-    starts = (ends - length + 1).clamp_min(0)
-    window = slice_steps(steps, rows, starts + length - 1, length)  # steps start..start+length-1
-    valid = torch.arange(length)[None, :] <= (ends - starts)[:, None]
-    out = {n: torch.where(valid if v.dim() == 2 else valid[..., None], v, torch.zeros_like(v))
-           for n, v in window.items()}
-    out["mask"] = window["mask"] & valid
-    return out
-
-
 def _history_steps(hist) -> dict:
     tasks, episodes, horizon = hist.actions.shape
     return episode_steps(hist.states.reshape(tasks * episodes, horizon, 2),
@@ -116,19 +106,10 @@ def _ad_steps(hist, every: int) -> dict:
 
 # ----------------------------------------------------------------------------- training
 def _train(model, batch_fn, steps: int, cfg: Config, gen: torch.Generator) -> list[float]:
+    """AdamW with the Decision-Transformer schedule (warm-up multiplied into a cosine from step 0)."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / cfg.warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, i / max(1, steps)))))
-    losses = []
-    model.train()
-    for _ in range(steps):
-        loss = model.loss(*batch_fn(gen))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    losses = fit(model, opt, lambda step: model.loss(*batch_fn(gen)), steps, clip=cfg.clip,
+                 schedule=lambda step: warmup_cosine(step, warmup=cfg.warmup, decay_steps=steps, overlap=True))
     model.eval()
     return losses
 
@@ -415,27 +396,16 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     }
     mean = {arm: float(v.mean()) for arm, v in last5.items()}
     dt_curve = curves["dt"]
-    claims = [
-        check("ra-dt.icl", "RA-DT's mean normalised return over the last 5 of the consecutive evaluation episodes on "
-              "held-out goals is at least half the optimal return",
-              "RA-DT improves in-context over 40 trials on held-out Dark-Room goals and ends highest", mean["radt"], ">= 0.5"),
-        check("ra-dt.beats-dt", "RA-DT last-5 return minus plain DT last-5 return (fractions of optimal)",
-              "DT without in-context learning stays low; RA-DT ends far above it", mean["radt"] - mean["dt"], ">= 0.2"),
-        check("ra-dt.vs-ad", "RA-DT last-5 return minus AD last-5 return",
-              "RA-DT outperforms baselines (incl. AD) on grid worlds", mean["radt"] - mean["ad"], ">= 0.0"),
-        check("ra-dt.context-fraction", "RA-DT's own context tokens / AD's context tokens",
-              "RA-DT uses only a fraction of the baselines' context length", fraction, "<= 0.5"),
-        check("ra-dt.dt-flat", "DT last-5 minus DT mean of episodes 1-5 (no in-context improvement)",
-              "DT cannot improve in-context", float((_last5(dt_curve) - dt_curve[:, :5].mean(1)).mean()), "<= 0.1"),
-        check("ra-dt.ablation-no-rescore", "full RA-DT last-5 minus RA-DT retrieving by similarity only (no "
-              "utility re-scoring at evaluation)", "re-weighting by utility helps", mean["radt"] - mean["radt_no_rescore"],
-              ">= 0.0"),
-        check("ra-dt.ablation-no-exclusion", "full RA-DT last-5 minus RA-DT trained without excluding the query's own "
-              "trajectory", "without exclusion the model copies its own future and in-context learning suffers",
-              mean["radt"] - mean["radt_no_exclusion"], ">= 0.0"),
-        check("ra-dt.ablation-random", "full RA-DT last-5 minus RA-DT with random retrieval from the memory",
-              "retrieval beats random retrieval", mean["radt"] - mean["radt_random"], ">= 0.0"),
-    ]
+    measured = {
+        "ra-dt.icl": mean["radt"],
+        "ra-dt.beats-dt": mean["radt"] - mean["dt"],
+        "ra-dt.vs-ad": mean["radt"] - mean["ad"],
+        "ra-dt.context-fraction": fraction,
+        "ra-dt.dt-flat": float((_last5(dt_curve) - dt_curve[:, :5].mean(1)).mean()),
+        "ra-dt.ablation-no-rescore": mean["radt"] - mean["radt_no_rescore"],
+        "ra-dt.ablation-no-exclusion": mean["radt"] - mean["radt_no_exclusion"],
+        "ra-dt.ablation-random": mean["radt"] - mean["radt_random"],
+    }
     fig, ax = plotting.figure(width=6.0)
     episodes = np.arange(1, curves["dt"].shape[1] + 1)
     labels = {"dt": "DT", "ad": "AD", "radt": "RA-DT", "radt_no_rescore": "RA-DT no re-scoring",
@@ -444,14 +414,14 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
         plotting.band(ax, episodes, curves[arm], label=labels[arm])
     ax.set(xlabel="evaluation episode", ylabel="return / optimal", title="Dark-Room held-out goals")
     ax.legend(fontsize=7)
-    return Evaluation(claims=claims, metrics=metrics, figures=[plotting.save(fig, out_dir, "returns.png")])
+    return Evaluation(measured=measured, metrics=metrics, figures=[plotting.save(fig, out_dir, "returns.png")])
 
 
 # ----------------------------------------------------------------------------- bench
 def bench(quick: bool = True) -> list:
     """Retrieval latency per evaluation step against memory size: exact torch search (top-50 of a batch
     of 21 queries) vs the RA-DT policy forward at batch 21, and faiss IndexFlatIP vs torch where installed."""
-    from tenfold.nn.retrieval import ExactIndex, faiss_available
+    from tenfold.models.retrieval import ExactIndex, faiss_available
     from tenfold.utils.bench import compare
 
     torch.manual_seed(0)
@@ -481,10 +451,30 @@ def bench(quick: bool = True) -> list:
     return rows
 
 
+CLAIMS = (
+    ClaimSpec("ra-dt.icl", "RA-DT's mean normalised return over the last 5 of the consecutive evaluation episodes on "
+              "held-out goals is at least half the optimal return",
+              "RA-DT improves in-context over 40 trials on held-out Dark-Room goals and ends highest", ">= 0.5"),
+    ClaimSpec("ra-dt.beats-dt", "RA-DT last-5 return minus plain DT last-5 return (fractions of optimal)",
+              "DT without in-context learning stays low; RA-DT ends far above it", ">= 0.2"),
+    ClaimSpec("ra-dt.vs-ad", "RA-DT last-5 return minus AD last-5 return",
+              "RA-DT outperforms baselines (incl. AD) on grid worlds", ">= 0.0"),
+    ClaimSpec("ra-dt.context-fraction", "RA-DT's own context tokens / AD's context tokens",
+              "RA-DT uses only a fraction of the baselines' context length", "<= 0.5"),
+    ClaimSpec("ra-dt.dt-flat", "DT last-5 minus DT mean of episodes 1-5 (no in-context improvement)",
+              "DT cannot improve in-context", "<= 0.1"),
+    ClaimSpec("ra-dt.ablation-no-rescore", "full RA-DT last-5 minus RA-DT retrieving by similarity only (no "
+              "utility re-scoring at evaluation)", "re-weighting by utility helps", ">= 0.0"),
+    ClaimSpec("ra-dt.ablation-no-exclusion", "full RA-DT last-5 minus RA-DT trained without excluding the query's "
+              "own trajectory", "without exclusion the model copies its own future and in-context learning suffers",
+              ">= 0.0"),
+    ClaimSpec("ra-dt.ablation-random", "full RA-DT last-5 minus RA-DT with random retrieval from the memory",
+              "retrieval beats random retrieval", ">= 0.0"),
+)
+
 EXPERIMENT = Experiment(
     name="ra-dt", paper="Retrieval-Augmented Decision Transformer: External Memory for In-context RL "
     "(Schmied et al., arXiv 2410.07071)", presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=6.0,
-    claim_ids=("ra-dt.icl", "ra-dt.beats-dt", "ra-dt.vs-ad", "ra-dt.context-fraction", "ra-dt.dt-flat",
-               "ra-dt.ablation-no-rescore", "ra-dt.ablation-no-exclusion", "ra-dt.ablation-random"),
+    claims=CLAIMS,
     bench=bench,
 )

@@ -7,6 +7,8 @@ _EXPORTS = {
     "InContextTransformer": "hypernet", "HypernetBottleneck": "hypernet", "HypernetOracle": "hypernet", "LinearHypernetMLP": "hypernet", "ContextEncoder": "hypernet", "SetEncoder": "hypernet", "BilinearSetEncoder": "hypernet",
     "TRecViT": "trecvit", "TRecViTConfig": "trecvit", "ViViTJoint": "vivit", "ViViTFactorised": "vivit", "PerFrameViT": "vivit",
     "RADT": "radt", "AlgorithmDistillation": "radt",
+    "ExactIndex": "retrieval", "FrozenHopfield": "retrieval", "HopfieldEmbedder": "retrieval", "EpisodicMemory": "retrieval",
+    "TrajectoryMemory": "retrieval",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

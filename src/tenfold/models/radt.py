@@ -1,7 +1,7 @@
 """Decision Transformer, Algorithm Distillation and the Retrieval-Augmented Decision Transformer
 (RA-DT; Schmied et al., arXiv 2410.07071) for grid worlds with (x, y) states and 5 actions.
 
-Steps are dicts of tensors (see :mod:`tenfold.nn.retrieval`); contexts are *right*-padded (valid steps
+Steps are dicts of tensors (see :mod:`tenfold.tasks.learning_histories`); contexts are *right*-padded (valid steps
 first), so causal attention never sees padding.
 
 * :class:`DecisionTransformer` (Chen et al., 2021): tokens (s_t, R_t, a_t, r_t) per step; a_t is
@@ -23,14 +23,9 @@ from torch import nn
 from tenfold.models.decision import CausalTransformer
 from tenfold.models.gpt import MLP, GPTConfig, make_norm
 from tenfold.nn.attention import Attention
+from tenfold.utils.checks import check_positive
 
 NUM_ACTIONS = 5
-
-
-def _check_positive(**values) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 class StepEmbedding(nn.Module):
@@ -92,7 +87,7 @@ class DecisionTransformer(nn.Module):
     def __init__(self, *, size: tuple[int, int], horizon: int, max_rtg: int, context: int, dim: int = 64,
                  num_layers: int = 2, num_heads: int = 4):
         super().__init__()
-        _check_positive(horizon=horizon, max_rtg=max_rtg, context=context, dim=dim, num_layers=num_layers,
+        check_positive(horizon=horizon, max_rtg=max_rtg, context=context, dim=dim, num_layers=num_layers,
                         num_heads=num_heads)
         self.context, self.dim, self.max_rtg = context, dim, max_rtg
         self.embed = StepEmbedding(dim=dim, size=size, max_rtg=max_rtg, horizon=horizon)
@@ -157,7 +152,7 @@ class CrossAttention(nn.Module):
 
     def __init__(self, *, dim: int, num_heads: int):
         super().__init__()
-        _check_positive(dim=dim, num_heads=num_heads)
+        check_positive(dim=dim, num_heads=num_heads)
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
@@ -206,7 +201,7 @@ class RADT(DecisionTransformer):
 
     def __init__(self, *, size: tuple[int, int], horizon: int, max_rtg: int, context: int, memory_steps: int,
                  dim: int = 64, num_layers: int = 2, num_heads: int = 4, separate_memory_embed: bool = True):
-        _check_positive(memory_steps=memory_steps)
+        check_positive(memory_steps=memory_steps)
         self.memory_steps = memory_steps
         super().__init__(size=size, horizon=horizon, max_rtg=max_rtg, context=context, dim=dim,
                          num_layers=num_layers, num_heads=num_heads)

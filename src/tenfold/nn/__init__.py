@@ -11,7 +11,6 @@ _EXPORTS = {
     "LowRankLinear": "structured", "BlockDenseLinear": "structured", "BlockShuffleLinear": "structured",
     "RGLRU": "rglru",
     "XLSTMStack": "xlstm", "MLSTMBlock": "xlstm", "SLSTMBlock": "xlstm", "SLSTMCell": "xlstm",
-    "ExactIndex": "retrieval", "FrozenHopfield": "retrieval", "EpisodicMemory": "retrieval",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

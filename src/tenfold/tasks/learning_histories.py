@@ -7,6 +7,11 @@ with optimistic initial values and epsilon decaying linearly from ``eps[0]`` to 
 all tasks at once in numpy (one Q table per task):
 
     Q(s, a) <- Q(s, a) + lr * (r + gamma * max_a' Q(s', a') - Q(s, a))
+
+Models read histories as dicts of tensors ("steps") with a trailing time axis L:
+``states (..., L, 2)`` long (x, y); ``actions``, ``rewards``, ``rtg``, ``timesteps`` ``(..., L)`` long;
+``mask (..., L)`` bool (False = padding). :func:`episode_steps` builds them from whole episodes;
+:func:`slice_steps` and :func:`right_padded` cut windows and contexts out of them.
 """
 
 from __future__ import annotations
@@ -14,8 +19,58 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from tenfold.envs.dark_room import DarkRoomVecEnv
+
+STEP_FIELDS = ("states", "actions", "rewards", "rtg", "timesteps", "mask")
+
+
+def episode_steps(states, actions, rewards) -> dict:
+    """Steps of whole episodes: states (E, H, 2), actions (E, H), rewards (E, H) -> steps dict with
+    rtg_t = sum_{t' >= t} r_t' and timesteps 0..H-1 (all valid)."""
+    states, actions = torch.as_tensor(states).long(), torch.as_tensor(actions).long()
+    rewards = torch.as_tensor(rewards).round().long()
+    rtg = rewards.flip(-1).cumsum(-1).flip(-1)
+    timesteps = torch.arange(states.shape[-2]).expand_as(actions)
+    return {"states": states, "actions": actions, "rewards": rewards, "rtg": rtg,
+            "timesteps": timesteps.contiguous(), "mask": torch.ones_like(actions, dtype=torch.bool)}
+
+
+def slice_steps(steps: dict, rows: torch.Tensor, ends: torch.Tensor, past: int, future: int = 0) -> dict:
+    """Windows of steps ``end-past+1 .. end+future`` of episodes ``rows`` (steps shaped (E, H, ...)),
+    padded (mask False, zeros) outside 0..H-1. rows, ends: (N,) -> fields (N, past+future, ...)."""
+    horizon = steps["actions"].shape[-1]
+    offsets = torch.arange(-past + 1, future + 1)  # (L,)
+    times = ends[:, None] + offsets[None, :]  # (N, L)
+    valid = (times >= 0) & (times < horizon)
+    clamped = times.clamp(0, horizon - 1)
+    out = {}
+    for name in STEP_FIELDS:
+        field = steps[name][rows[:, None], clamped]  # (N, L, ...)
+        keep = valid if field.dim() == 2 else valid[..., None]
+        out[name] = torch.where(keep, field, torch.zeros_like(field))
+    out["mask"] = out["mask"] & valid
+    return out
+
+
+def cat_steps(items: list[dict], dim: int = 0) -> dict:
+    return {name: torch.cat([it[name] for it in items], dim) for name in STEP_FIELDS}
+
+
+def index_steps(steps: dict, index) -> dict:
+    return {name: steps[name][index] for name in STEP_FIELDS}
+
+
+def right_padded(steps: dict, rows: torch.Tensor, ends: torch.Tensor, length: int) -> dict:
+    """Contexts of steps max(0, end-length+1)..end of rows, valid steps first, padding after."""
+    starts = (ends - length + 1).clamp_min(0)
+    window = slice_steps(steps, rows, starts + length - 1, length)  # steps start..start+length-1
+    valid = torch.arange(length)[None, :] <= (ends - starts)[:, None]
+    out = {n: torch.where(valid if v.dim() == 2 else valid[..., None], v, torch.zeros_like(v))
+           for n, v in window.items()}
+    out["mask"] = window["mask"] & valid
+    return out
 
 
 @dataclass

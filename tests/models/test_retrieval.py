@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from tenfold.nn.retrieval import (EpisodicMemory, ExactIndex, FrozenHopfield, HopfieldEmbedder, TrajectoryMemory,
-                                  deduplicate, episode_steps, faiss_available, make_index, minmax,
-                                  pool_state_tokens, query_dropout_mask, rescore, slice_steps)
+from tenfold.models.retrieval import (EpisodicMemory, ExactIndex, FrozenHopfield, HopfieldEmbedder, TrajectoryMemory,
+                                      deduplicate, faiss_available, make_index, minmax, pool_state_tokens,
+                                      query_dropout_mask, rescore)
+from tenfold.tasks.learning_histories import episode_steps, slice_steps
 
 
 def _brute(keys, queries, k, exclude=None, cutoff=None):

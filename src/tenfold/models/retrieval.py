@@ -3,10 +3,8 @@ Memory for In-context RL", arXiv 2410.07071): frozen embedders, an exact cosine 
 tie-breaking (optional faiss backend), exclusion of the query's own trajectory, de-duplication,
 relevance + utility re-scoring, query dropout, and the per-task episodic evaluation memory.
 
-Sub-trajectories are dicts of tensors ("steps") with a trailing time axis L:
-``states (..., L, 2)`` long (x, y); ``actions``, ``rewards``, ``rtg``, ``timesteps`` ``(..., L)`` long;
-``mask (..., L)`` bool (False = padding). Keys embed the window *ending* at an anchor step i
-(steps i-C+1..i); values are the raw window of steps i-past+1 .. i+future (past and future).
+Sub-trajectories are dicts of tensors ("steps", see :mod:`tenfold.tasks.learning_histories`). Keys embed
+the window *ending* at an anchor step i (steps i-C+1..i); values are the raw window of steps i-past+1 .. i+future (past and future).
 
 Re-scoring (paper Sec. 3.2): s_j = minmax_l(sim_j) + w_task * 1[task_j = task_q] + w_util * minmax_l(u_j),
 minmax over the l candidates, guarded to 0 when all candidates are equal.
@@ -14,7 +12,6 @@ minmax over the l candidates, guarded to 0 when all candidates are equal.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -22,45 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tenfold.models.decision import CausalTransformer
-
-STEP_FIELDS = ("states", "actions", "rewards", "rtg", "timesteps", "mask")
-
-
-# ----------------------------------------------------------------------------- windows
-def episode_steps(states, actions, rewards) -> dict:
-    """Steps of whole episodes: states (E, H, 2), actions (E, H), rewards (E, H) -> steps dict with
-    rtg_t = sum_{t' >= t} r_t' and timesteps 0..H-1 (all valid)."""
-    states, actions = torch.as_tensor(states).long(), torch.as_tensor(actions).long()
-    rewards = torch.as_tensor(rewards).round().long()
-    rtg = rewards.flip(-1).cumsum(-1).flip(-1)
-    timesteps = torch.arange(states.shape[-2]).expand_as(actions)
-    return {"states": states, "actions": actions, "rewards": rewards, "rtg": rtg,
-            "timesteps": timesteps.contiguous(), "mask": torch.ones_like(actions, dtype=torch.bool)}
-
-
-def slice_steps(steps: dict, rows: torch.Tensor, ends: torch.Tensor, past: int, future: int = 0) -> dict:
-    """Windows of steps ``end-past+1 .. end+future`` of episodes ``rows`` (steps shaped (E, H, ...)),
-    padded (mask False, zeros) outside 0..H-1. rows, ends: (N,) -> fields (N, past+future, ...)."""
-    horizon = steps["actions"].shape[-1]
-    offsets = torch.arange(-past + 1, future + 1)  # (L,)
-    times = ends[:, None] + offsets[None, :]  # (N, L)
-    valid = (times >= 0) & (times < horizon)
-    clamped = times.clamp(0, horizon - 1)
-    out = {}
-    for name in STEP_FIELDS:
-        field = steps[name][rows[:, None], clamped]  # (N, L, ...)
-        keep = valid if field.dim() == 2 else valid[..., None]
-        out[name] = torch.where(keep, field, torch.zeros_like(field))
-    out["mask"] = out["mask"] & valid
-    return out
-
-
-def cat_steps(items: list[dict], dim: int = 0) -> dict:
-    return {name: torch.cat([it[name] for it in items], dim) for name in STEP_FIELDS}
-
-
-def index_steps(steps: dict, index) -> dict:
-    return {name: steps[name][index] for name in STEP_FIELDS}
+from tenfold.tasks.learning_histories import cat_steps, index_steps, slice_steps
 
 
 # ----------------------------------------------------------------------------- embedders
@@ -179,21 +138,6 @@ class HopfieldEmbedder(nn.Module):
     @torch.no_grad()
     def forward(self, steps: dict, keep: torch.Tensor | None = None) -> torch.Tensor:
         return pool_state_tokens(self.state_outputs(steps), steps["mask"], self.pool_steps, keep)
-
-
-class FrozenDTEmbedder(nn.Module):
-    """Domain-specific frozen embedder g: a deep copy of a trained Decision Transformer (any model with
-    ``state_outputs(steps) -> (B, L, D)``), frozen; state-token outputs mean-pooled as above."""
-
-    def __init__(self, model: nn.Module, *, pool_steps: int = 5):
-        super().__init__()
-        if pool_steps < 1:
-            raise ValueError(f"pool_steps must be >= 1, got {pool_steps}")
-        self.model, self.pool_steps = copy.deepcopy(model).eval().requires_grad_(False), pool_steps
-
-    @torch.no_grad()
-    def forward(self, steps: dict, keep: torch.Tensor | None = None) -> torch.Tensor:
-        return pool_state_tokens(self.model.state_outputs(steps), steps["mask"], self.pool_steps, keep)
 
 
 @torch.no_grad()
