@@ -39,5 +39,6 @@ def train(granularity: str) -> dict:
         nn.functional.cross_entropy(net(x), y).backward()  # DDP averages gradients over ranks
         optimizer.step()
     return {"params": [p.detach().clone() for p in model.parameters()],
-            "s_hat": [optimizer.state[p]["s_hat"] for p in model.parameters()],
+            "s_hat": ([float(optimizer.param_groups[0]["s_hat"])] if granularity == "global"
+                      else [float(optimizer.state[p]["s_hat"]) for p in model.parameters()]),
             "damping": optimizer.last_damping}

@@ -101,7 +101,7 @@ def test_tam_optimizer_matches_pure_function(wd, decoupled):
         for p, (rp, rm, rs) in zip(params, ref):
             torch.testing.assert_close(p.detach(), rp, rtol=1e-12, atol=1e-14)
             torch.testing.assert_close(opt.state[p]["momentum_buffer"], rm, rtol=1e-12, atol=1e-14)
-            assert opt.state[p]["s_hat"] == pytest.approx(rs, rel=1e-12, abs=1e-15)
+            assert float(opt.state[p]["s_hat"]) == pytest.approx(rs, rel=1e-12, abs=1e-15)
 
 
 @pytest.mark.parametrize("wd,decoupled", [(0.0, True), (0.05, False), (0.05, True)])
@@ -119,7 +119,7 @@ def test_adatam_optimizer_matches_pure_function(wd, decoupled):
         opt.step()
         for p, r in zip(params, ref):
             torch.testing.assert_close(p.detach(), r[0], rtol=1e-12, atol=1e-14)
-            assert opt.state[p]["s_hat"] == pytest.approx(r[3], rel=1e-12, abs=1e-15)
+            assert float(opt.state[p]["s_hat"]) == pytest.approx(r[3], rel=1e-12, abs=1e-15)
 
 
 def test_lr_mapping():
@@ -180,7 +180,7 @@ def test_constant_gradient_drives_damping_to_one():
         opt.step()
         sgd.step()
         dampings.append(opt.last_damping)
-        assert opt.state[w]["s_hat"] == pytest.approx(1 - 0.9 ** (t - 1), abs=1e-12)
+        assert float(opt.state[w]["s_hat"]) == pytest.approx(1 - 0.9 ** (t - 1), abs=1e-12)
     assert dampings[0] == 0.5 and dampings[-1] > 0.999999
     ratio = opt.state[w]["momentum_buffer"] / sgd.state[v]["momentum_buffer"]
     assert (ratio - 1).abs().max().item() < 1e-6
@@ -234,9 +234,9 @@ def test_granularity_global_equals_tensor_for_one_tensor_and_differs_otherwise()
     c, d = _params(), _params()
     oc, od = TAM(c, lr=0.05), TAM(d, lr=0.05, granularity="global")
     _run([(oc, c), (od, d)], 5)
-    shared = {od.state[p]["s_hat"] for p in d}
-    assert len(shared) == 1  # one ŝ for the group
-    assert len({oc.state[p]["s_hat"] for p in c}) == 2
+    assert all("s_hat" not in od.state[p] for p in d)  # one ŝ for the group, kept in the group
+    assert float(od.param_groups[0]["s_hat"]) != 0.0
+    assert len({float(oc.state[p]["s_hat"]) for p in c}) == 2
 
 
 @pytest.mark.parametrize("cls", [TAM, AdaTAM])
@@ -251,17 +251,17 @@ def test_zero_and_nonfinite_gradients_never_poison_state(cls):
     state_before = copy.deepcopy(opt.state_dict())
     params[0].grad = torch.full_like(params[0], float("nan"))
     params[1].grad = torch.full_like(params[1], float("inf"))
-    with pytest.warns(RuntimeWarning, match="non-finite"):
-        opt.step()
+    opt.step()  # decided on the device: no warning, no host synchronisation
     assert opt.skipped_steps == 1
     for p, q in zip(params, before):
         assert torch.equal(p.detach(), q)
     for key, value in opt.state_dict()["state"].items():
         for name, tensor in value.items():
-            assert torch.equal(torch.as_tensor(tensor), torch.as_tensor(state_before["state"][key][name]))
+            if name != "step":  # AdaTAM's CPU step counter still counts the skipped step
+                assert torch.equal(torch.as_tensor(tensor), torch.as_tensor(state_before["state"][key][name]))
     _run([(opt, params)], 3)
     assert all(torch.isfinite(p).all() for p in params)
-    assert all(math.isfinite(opt.state[p]["s_hat"]) for p in params)
+    assert all(math.isfinite(float(opt.state[p]["s_hat"])) for p in params)
 
 
 @pytest.mark.parametrize("cls", [TAM, AdaTAM])
@@ -315,7 +315,9 @@ def test_bf16_state_dict_keeps_s_hat_exact(cls):
     b = [nn.Parameter(p) for p in saved_params]
     ob = cls(b, lr=0.01)
     ob.load_state_dict(saved_state)
-    assert all(ob.state[p]["s_hat"] == saved_state["state"][i]["s_hat"] != 0.0 for i, p in enumerate(b))
+    for i, p in enumerate(b):
+        assert ob.state[p]["s_hat"].dtype == F64 and float(ob.state[p]["s_hat"]) != 0.0
+        assert torch.equal(ob.state[p]["s_hat"], saved_state["state"][i]["s_hat"])
     _run([(ob, b)], 20, seed=2)
     for p, q in zip(a, b):
         assert p.dtype == torch.bfloat16 and torch.equal(p, q)
@@ -371,10 +373,12 @@ def test_lr_scheduler_drives_the_step():
 
 
 @pytest.mark.parametrize("kwargs,name", [
-    ({"lr": -1.0}, "lr"), ({"lr": 0.1, "momentum": 1.0}, "momentum"), ({"lr": 0.1, "decay": -0.1}, "decay"),
-    ({"lr": 0.1, "eps": -1.0}, "eps"), ({"lr": 0.1, "weight_decay": -1.0}, "weight_decay"),
+    ({"lr": -1.0}, "Invalid learning rate: -1.0"), ({"lr": 0.1, "momentum": 1.0}, "Invalid momentum value: 1.0"),
+    ({"lr": 0.1, "decay": -0.1}, "decay"), ({"lr": 0.1, "eps": -1.0}, "Invalid epsilon value"),
+    ({"lr": 0.1, "weight_decay": -1.0}, "Invalid weight_decay value"),
     ({"lr": 0.1, "granularity": "layer"}, "granularity"), ({"lr": 0.1, "damping": 1}, "damping"),
-    ({"lr": float("nan")}, "lr"),
+    ({"lr": float("nan")}, "Invalid learning rate: nan"), ({"lr": 0.1, "foreach": 1}, "foreach"),
+    ({"lr": 0.1, "skip_nonfinite": None}, "skip_nonfinite"),
 ])
 def test_tam_invalid_hyperparameters(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -382,8 +386,9 @@ def test_tam_invalid_hyperparameters(kwargs, name):
 
 
 @pytest.mark.parametrize("kwargs,name", [
-    ({"betas": (1.0, 0.999)}, r"betas\[0\]"), ({"betas": (0.9, -0.1)}, r"betas\[1\]"), ({"betas": (0.9,)}, "betas"),
-    ({"damping_eps": -1.0}, "damping_eps"), ({"decay": 1.0}, "decay"), ({"lr": -0.1}, "lr"),
+    ({"betas": (1.0, 0.999)}, "Invalid beta parameter at index 0"),
+    ({"betas": (0.9, -0.1)}, "Invalid beta parameter at index 1"), ({"betas": (0.9,)}, "betas"),
+    ({"damping_eps": -1.0}, "damping_eps"), ({"decay": 1.0}, "decay"), ({"lr": -0.1}, "Invalid learning rate"),
 ])
 def test_adatam_invalid_hyperparameters(kwargs, name):
     with pytest.raises(ValueError, match=name):

@@ -1,9 +1,9 @@
-"""Optimizers and optimizer-side methods: TAM/AdaTAM, Normalize-and-Project, soft parameter resets."""
+"""Optimizers and optimizer-side methods: TAM/AdaTAM/AdaTAMW, Normalize-and-Project, soft parameter resets."""
 
 from tenfold._lazy import lazy_exports
 
 _EXPORTS = {
-    "TAM": "tam", "AdaTAM": "tam",
+    "TAM": "tam", "AdaTAM": "tam", "AdaTAMW": "tam",
     "NaP": "nap",
     "SoftReset": "soft_reset",
 }
