@@ -178,21 +178,21 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from tenfold import benchmarks
     from tenfold.utils.checkpoint import atomic_write_json
     from tenfold.utils.threads import single_thread
 
-    experiments = [_experiment(n) for n in args.names] if args.names else \
-        [e for e in registry.all_experiments() if e.bench is not None]
-    missing = [e.name for e in experiments if e.bench is None]
+    names = [_experiment(n).name for n in args.names] if args.names else benchmarks.names()
+    missing = [n for n in names if n not in benchmarks.names()]
     if missing:
-        valid = [e.name for e in registry.all_experiments() if e.bench is not None]
-        raise UsageError(f"no benchmark for {missing}; experiments with benchmarks: {', '.join(valid) or '(none)'}")
-    single_thread()
-    for exp in experiments:
-        rows = exp.bench(not args.full)
-        print(f"\n== {exp.name}")
+        raise UsageError(f"no benchmark for {missing}; experiments with benchmarks: "
+                         f"{', '.join(benchmarks.names()) or '(none)'}")
+    single_thread()  # once, for every benchmark: they set no threads themselves
+    for name in names:
+        rows = benchmarks.get(name)(not args.full)
+        print(f"\n== {name}")
         print(bench_table(rows))
-        atomic_write_json(args.out / f"{exp.name}.json", [row.to_dict() for row in rows])
+        atomic_write_json(args.out / f"{name}.json", [row.to_dict() for row in rows])
     print(f"\nbenchmarks written to {args.out}")
     return EXIT_OK
 

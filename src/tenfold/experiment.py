@@ -211,7 +211,8 @@ class Experiment:
     quick_minutes: float
     claims: tuple[ClaimSpec, ...] = ()  # the claim table, declared before any run
     claim_ids: tuple[str, ...] = ()  # derived from ``claims`` (set directly only by experiments without a table)
-    bench: Callable[[bool], list] | None = None  # bench(quick) -> list[BenchRow]
+    # an experiment's own bench(quick) -> list[BenchRow], only until it moves to tenfold.benchmarks
+    bench: Callable[[bool], list] | None = None
     hidden: bool = False  # hidden experiments (test fixtures) are left out of list and reproduce
     devices: tuple[str, ...] = ("cpu",)  # devices run_seed honours through ctx.device; others are refused
 

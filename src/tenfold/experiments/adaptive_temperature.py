@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tenfold import plotting
 from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats, stack_seeds
 from tenfold.nn.adaptive_temperature import (
-    PAPER_COEFFS, adaptive_beta, adaptive_temperature_softmax, fit_polynomial, log_n_scaled_softmax, polyval,
+    PAPER_COEFFS, adaptive_beta, adaptive_temperature_softmax, fit_polynomial, log_n_scaled_softmax,
 )
 from tenfold.tasks.max_retrieval import MaxRetrievalNet, sample_max_retrieval
 
@@ -259,45 +259,8 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     return Evaluation(claims=_claims(cfg, records), metrics=_metrics(cfg, records), figures=_figures(cfg, records, out_dir))
 
 
-# ---------------------------------------------------------------------------------------------------
-# benchmark: two-pass adaptive attention against plain SDPA
-
-
-def bench(quick: bool = True) -> list:
-    from tenfold.nn.adaptive_temperature import SOFTMAX_FUNCTIONS, two_pass_attention
-    from tenfold.utils.bench import compare
-
-    rows = []
-    lengths = (1024, 2048) if quick else (1024, 4096)
-    for length in lengths:  # statistics from the fused CPU kernel ("auto"), then SDPA on beta-scaled queries
-        for causal in (False, True):
-            gen = torch.Generator().manual_seed(0)
-            q, k, v = (torch.randn(1, 4, length, 64, generator=gen) for _ in range(3))
-            with torch.no_grad():
-                def plain():
-                    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-
-                def two_pass():
-                    return two_pass_attention(q, k, v, kind="adaptive", is_causal=causal)
-                rows.append(compare(f"two-pass adaptive attention, L={length}, causal={causal}",
-                                    ("sdpa", plain), ("two-pass adaptive", two_pass), warmup=1,
-                                    repeats=3 if quick else 7, length=length, causal=causal, heads=4, head_dim=64))
-    length = lengths[0]
-    q, k, v = (torch.randn(1, 4, length, 64, generator=torch.Generator().manual_seed(2)) for _ in range(3))
-    with torch.no_grad():
-        rows.append(compare(f"two-pass adaptive attention with chunked statistics, L={length}",
-                            ("sdpa", lambda: F.scaled_dot_product_attention(q, k, v)),
-                            ("two-pass adaptive, chunked", lambda: two_pass_attention(q, k, v, stats_method="chunked")),
-                            warmup=1, repeats=3 if quick else 7, length=length, causal=False, heads=4, head_dim=64))
-    scores = torch.randn(1, 4, length, length, generator=torch.Generator().manual_seed(1)) * 3
-    rows.append(compare(f"dense adaptive softmax, L={length}", ("torch.softmax", lambda: torch.softmax(scores, -1)),
-                        ("adaptive softmax", lambda: SOFTMAX_FUNCTIONS["adaptive"](scores)), warmup=1,
-                        repeats=3 if quick else 7, length=length))
-    return rows
-
-
 EXPERIMENT = Experiment(
     name="adaptive-temperature",
     paper="Softmax is not enough (for sharp out-of-distribution), Veličković et al. (arXiv 2410.01104)",
-    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claim_ids=CLAIM_IDS, bench=bench,
+    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claim_ids=CLAIM_IDS,
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,9 @@ from tenfold.models.lram import LRAM, LRAMAgent, LRAMConfig
 from tenfold.nn.xlstm import XLSTMStack, state_nbytes
 from tenfold.tasks.offline_rl import (EVAL_SEED_BASE, OfflineDataset, TaskSpec, build_dataset, default_suite,
                                       make_env)
-from tenfold.utils.bench import BenchRow, time_fn
+from tenfold.utils.bench import time_fn
 from tenfold.utils.params import count_parameters
+from tenfold.utils.threads import one_thread
 
 PAPER = "A Large Recurrent Action Model: xLSTM enables Fast Inference for Robotics Tasks (arXiv 2410.22391)"
 
@@ -307,12 +308,8 @@ def _expand_state(state, batch: int):
 
 
 def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         latency = latency_grid(cfg)
-    finally:
-        torch.set_num_threads(previous)
     rows = latency["rows"]
     longest, shortest = max(cfg.latency_contexts), min(cfg.latency_contexts)
     at = {(r["context"], r["batch"]): r for r in rows}
@@ -400,19 +397,7 @@ def _plot_loss(records, out_dir: Path) -> str:
     return plotting.save(fig, out_dir, "loss.png")
 
 
-def bench(quick: bool) -> list[BenchRow]:
-    """The latency grid as ratios: Transformer-with-KV-cache step time over xLSTM step time."""
-    cfg = PRESETS["quick"] if quick else PRESETS["full"]
-    if quick:
-        cfg = replace(cfg, latency_contexts=(150, 2400, 16384), latency_batches=(1,))
-    rows = latency_grid(cfg)["rows"]
-    return [BenchRow(f"step @ {r['context']} tokens, batch {r['batch']}", "xLSTM recurrent step",
-                     "Transformer KV-cache step", r["xlstm_s"], r["transformer_s"],
-                     {"context": r["context"], "batch": r["batch"]}) for r in rows]
-
-
 EXPERIMENT = Experiment(
     name="lram", paper=PAPER, presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=9.5,
     claim_ids=("lram.latency-flat", "lram.latency-speedup", "lram.state-memory", "lram.parity", "lram.bc-works"),
-    bench=bench,
 )

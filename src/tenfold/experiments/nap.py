@@ -311,49 +311,10 @@ def _figures(cfg, records, arms, online, norm, stat, out_dir) -> list[str]:
     return names
 
 
-# ------------------------------------------------------------------------------------------------
-# benchmark
-# ------------------------------------------------------------------------------------------------
-
-def bench(quick: bool = True) -> list:
-    """Training-step time of the B-1 model: nap vs ln (projection included), ln vs base, and the
-    cost of one ``project()`` call relative to an ln training step."""
-    from tenfold.utils.bench import compare
-
-    cfg = Config()
-    x = torch.randn(cfg.batch_size, cfg.in_features)
-    y = torch.randint(0, cfg.n_classes, (cfg.batch_size,))
-
-    def stepper(arm: str):
-        model = _mlp(cfg, arm, 0)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        proj = NaP(model) if arm == "nap" else None
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-            if proj is not None:
-                proj.project()
-        return step, proj
-
-    repeats, inner = (30, 10) if quick else (200, 20)
-    base, _ = stepper("base")
-    ln, _ = stepper("ln")
-    nap, proj = stepper("nap")
-    params = {"model": "64-128-128-10", "batch": cfg.batch_size, "optimizer": "adam"}
-    return [
-        compare("nap.step", ("ln step", ln), ("nap step (+ project)", nap), repeats=repeats, inner=inner, **params),
-        compare("nap.ln-step", ("base step", base), ("ln step", ln), repeats=repeats, inner=inner, **params),
-        compare("nap.project", ("ln step", ln), ("project() alone", proj.project), repeats=repeats, inner=inner, **params),
-    ]
-
-
 EXPERIMENT = Experiment(
     name="nap",
     paper="Lyle et al., Normalization and effective learning rates in reinforcement learning (NeurIPS 2024, arXiv 2407.01800)",
     presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=2.5,
     claim_ids=("nap.plasticity", "nap.ln-beats-base", "nap.no-decay", "nap.ln-norm-grows", "nap.nap-norm-fixed",
                "nap.stationary"),
-    bench=bench,
 )

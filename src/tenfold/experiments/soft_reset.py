@@ -314,54 +314,9 @@ def _plot_gamma(cfg, records, out_dir) -> str:
     return plotting.save(fig, out_dir, "gamma.png")
 
 
-# ---------------------------------------------------------------------------------------------
-# bench
-# ---------------------------------------------------------------------------------------------
-
-def bench(quick: bool = True) -> list:
-    """Cost of one Soft Reset step against one plain SGD step (same MLP, same batch, one thread).
-
-    On a repeated batch γ stays 1, so a step is 3 passes (a step where a reset fires adds a 4th)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _bench_rows(quick)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _bench_rows(quick: bool) -> list:
-    from tenfold.utils.bench import compare
-
-    cfg = Config()
-    x = torch.randn(cfg.batch_size, cfg.in_features, generator=torch.Generator().manual_seed(0))
-    y = torch.randint(0, cfg.n_classes, (cfg.batch_size,), generator=torch.Generator().manual_seed(1))
-    rows = []
-    for name, factory in (("soft-reset", lambda m: make_soft_reset(cfg, m, 0)),
-                          ("bayesian-soft-reset", lambda m: BayesianSoftResetProximal(
-                              m.named_parameters(), lr=cfg.lr, s=cfg.s, sigma0="he_normal"))):
-        base_model, soft_model = make_model(cfg, 0), make_model(cfg, 0)
-        sgd, soft = torch.optim.SGD(base_model.parameters(), lr=cfg.lr), factory(soft_model)
-
-        def sgd_step():
-            _closure(base_model, sgd, x, y, [1])()
-            sgd.step()
-
-        def soft_step():
-            soft.step(_closure(soft_model, soft, x, y, [1]))
-
-        soft_step()
-        rows.append(compare(f"{name}.step", ("torch.optim.SGD", sgd_step), (name, soft_step),
-                            repeats=10 if quick else 50, inner=5 if quick else 20,
-                            mlp=f"{cfg.in_features}-{cfg.hidden}-{cfg.hidden}-{cfg.n_classes}",
-                            batch=cfg.batch_size, passes_per_step=soft.last_passes,
-                            threads=torch.get_num_threads()))
-    return rows
-
-
 EXPERIMENT = Experiment(
     name="soft-reset",
     paper="Galashov et al., Non-Stationary Learning of Neural Networks with Automatic Soft Parameter Reset "
           "(NeurIPS 2024, arXiv 2411.04034)",
-    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claim_ids=CLAIM_IDS, bench=bench,
+    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claim_ids=CLAIM_IDS,
 )

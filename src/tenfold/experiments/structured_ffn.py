@@ -256,46 +256,9 @@ def _speed_figure(cfg: Config, speed: dict, out_dir: Path) -> str:
     return plotting.save(fig, out_dir, "throughput.png")
 
 
-# ---------------------------------------------------------------------------------------------------
-# bench
-
-
-def bench(quick: bool = True) -> list[BenchRow]:
-    """FFN forward (fp32, no grad, one thread) of each structure against dense at the same width;
-    ratio = structured time / dense time."""
-    if quick:
-        return bench_rows((512, 1024), (1024, 8192), repeats=3)
-    return bench_rows((256, 512, 1024, 1536), (512, 4096, 16384), repeats=7)
-
-
-def bench_rows(widths: tuple[int, ...], tokens: tuple[int, ...], repeats: int) -> list[BenchRow]:
-    variants = [("lowrank63", "lowrank", {"rank_frac": 2}), ("lowrank32", "lowrank", {"rank_frac": 4}),
-                ("blockdense32", "blockdense", {"rank_frac": 8 / 3, "blocks": 4}),
-                ("blockshuffle63", "blockshuffle", {"blocks": 2}), ("blockshuffle32", "blockshuffle", {"blocks": 4})]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    rows = []
-    try:
-        for width in widths:
-            torch.manual_seed(0)
-            dense = StructuredMLP(width, 4 * width, "dense")
-            for name, kind, kw in variants:
-                rank = None if "rank_frac" not in kw else int(width / kw["rank_frac"]) // 4 * 4
-                module = StructuredMLP(width, 4 * width, kind, rank=rank, blocks=kw.get("blocks"))
-                for n in tokens:
-                    x = torch.randn(n, width)
-                    with torch.no_grad():
-                        rows.append(compare(f"ffn/{name}", ("dense", lambda: dense(x)), (name, lambda: module(x)),
-                                            warmup=1, repeats=repeats, width=width, tokens=n, rank=rank))
-    finally:
-        torch.set_num_threads(threads)
-    return rows
-
-
 EXPERIMENT = Experiment(
     name="structured-ffn", paper=PAPER, presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0,
     claim_ids=("structured-ffn.dense-beats-63", "structured-ffn.63-beats-32", "structured-ffn.sgt-gap",
                "structured-ffn.speedup"),
-    bench=bench,
     devices=("cpu", "cuda"),
 )
