@@ -80,3 +80,15 @@ def test_small_block_path_equals_the_layer_for_steps_and_sequences(tokens, bias)
     x = torch.randn(tokens, 32)
     torch.testing.assert_close(small_block_diagonal_linear(x, layer.weight, layer.bias), layer(x),
                                atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 40])
+def test_small_block_path_with_stacked_weights_applies_each_layer(batch):
+    torch.manual_seed(0)
+    layers = [BlockDiagonalLinear(16, 16, 4, bias=False) for _ in range(3)]
+    x = torch.randn(batch, 3, 16)
+    stacked = torch.stack([layer.weight for layer in layers])  # (3, blocks, out_b, in_b)
+    y = small_block_diagonal_linear(x, stacked)
+    assert y.shape == (batch, 3, 16)
+    for i, layer in enumerate(layers):
+        torch.testing.assert_close(y[:, i], layer(x[:, i]), atol=1e-6, rtol=1e-5)

@@ -61,17 +61,19 @@ def block_diagonal_linear_backward(x: torch.Tensor, weight: torch.Tensor, dy: to
 def small_block_diagonal_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                                 few_tokens: int = 64) -> torch.Tensor:
     """:func:`block_diagonal_linear` for many tiny blocks (xLSTM's 4 x 4 q/k/v blocks), computed the fast
-    way on CPU, where a batched product of many tiny blocks is slow: for at most ``few_tokens`` tokens
+    way on CPU, where a batched product of many tiny blocks is slow: for at most ``few_tokens`` rows
     (recurrent steps) a broadcast multiply-and-sum over the block inputs; for more, one matmul with the
-    dense block-diagonal matrix. x (..., in) -> (..., out); ``weight`` (blocks, out/blocks, in/blocks)."""
-    blocks, out_b, in_b = weight.shape
+    dense block-diagonal matrix. x (..., in) -> (..., out); ``weight`` (*stack, blocks, out/blocks,
+    in/blocks), where leading ``stack`` dims (several layers' weights stacked) broadcast against x's
+    trailing batch dims, e.g. x (batch, 3, in) with weight (3, blocks, out_b, in_b) gives (batch, 3, out)."""
+    blocks, out_b, in_b = weight.shape[-3:]
     if x.numel() // x.shape[-1] <= few_tokens:
         x_blocks = x.unflatten(-1, (blocks, in_b)).unsqueeze(-2)  # (..., blocks, 1, in_b)
         y = (x_blocks * weight).sum(-1).flatten(-2)  # (..., blocks, out_b) -> (..., out)
     else:
         eye = torch.eye(blocks, dtype=x.dtype, device=x.device)
-        dense = (weight.unsqueeze(2) * eye[:, None, :, None]).reshape(blocks * out_b, blocks * in_b)
-        y = F.linear(x, dense)  # dense: (blocks, out_b, blocks, in_b) -> (out, in)
+        dense = (weight.unsqueeze(-2) * eye[:, None, :, None]).flatten(-4, -3).flatten(-2)  # (*stack, out, in)
+        y = F.linear(x, dense) if weight.dim() == 3 else (x.unsqueeze(-2) @ dense.transpose(-1, -2)).squeeze(-2)
     return y if bias is None else y + bias
 
 

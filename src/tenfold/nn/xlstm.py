@@ -61,16 +61,21 @@ def _check_cell_inputs(q, k, v, i_pre, f_pre) -> None:
 
 def mlstm_step(q_t, k_t, v_t, i_t, f_t, state: MLSTMState) -> tuple[torch.Tensor, MLSTMState]:
     """One recurrent step: q_t, k_t (batch, heads, dk), v_t (batch, heads, dv), i_t, f_t (batch, heads).
-    Written with few tensor ops (fused multiply-adds): at batch 1 a step costs per-op overhead."""
+
+    Written with few tensor ops, since at batch 1 a step costs per-op overhead: the decay
+    exp(log f_t + m_{t-1} - m_t), the input gain exp(i~_t - m_t) and the denominator floor exp(-m_t)
+    come from one exp, and C, n are updated with fused multiply-adds."""
     C, n, m = state
     carried = F.logsigmoid(f_t) + m  # log f_t + m_{t-1}
     m_new = torch.maximum(carried, i_t)
-    decay = torch.exp(carried - m_new)  # (batch, heads)
-    gain = torch.exp(i_t - m_new) / math.sqrt(k_t.shape[-1])  # the input gate with k's 1/sqrt(d) folded in
-    C = torch.addcmul(decay[..., None, None] * C, (gain[..., None] * v_t).unsqueeze(-1), k_t.unsqueeze(-2))
-    n = torch.addcmul(decay[..., None] * n, gain[..., None], k_t)
+    logs = torch.stack([carried, i_t, torch.zeros_like(m_new)], -1)  # (batch, heads, 3)
+    scales = (logs - m_new.unsqueeze(-1)).exp_()  # decay, input gain, exp(-m_t): (batch, heads, 3)
+    decay, floor = scales[..., 0:1], scales[..., 2:3]  # (batch, heads, 1) each
+    gain = scales[..., 1:2] / math.sqrt(k_t.shape[-1])  # the input gate with k's 1/sqrt(d) folded in
+    C = (decay.unsqueeze(-1) * C).addcmul_((gain * v_t).unsqueeze(-1), k_t.unsqueeze(-2))  # in place on a new tensor
+    n = (decay * n).addcmul_(gain, k_t)
     numerator = (C @ q_t.unsqueeze(-1)).squeeze(-1)  # (batch, heads, dv)
-    denominator = torch.maximum((n.unsqueeze(-2) @ q_t.unsqueeze(-1)).squeeze(-1).abs(), torch.exp(-m_new)[..., None])
+    denominator = torch.maximum((n.unsqueeze(-2) @ q_t.unsqueeze(-1)).squeeze(-1).abs(), floor)  # (batch, heads, 1)
     return numerator / denominator, MLSTMState(C, n, m_new)
 
 
@@ -298,17 +303,26 @@ class MLSTMBlock(nn.Module):
         return self._output(x, h, conv, z), MLSTMBlockState(conv_state, cell_state)
 
     def step(self, x_t: torch.Tensor, state: MLSTMBlockState | None = None):
-        """x_t: (batch, dim) -> (y_t, state), the recurrent form (constant cost per step): the same
-        pieces as ``forward`` on one token, with the conv's and the cell's one-step forms."""
-        x_in, z = self.up(self.norm(x_t)).chunk(2, dim=-1)  # (batch, inner) each
+        """x_t: (batch, dim) -> (y_t, state), the recurrent form (constant cost per step).
+
+        The equations of ``forward`` on one token, written for few tensor ops (at batch 1 a step costs
+        per-op overhead): q, k, v in one block-diagonal product with the three weights stacked, their
+        gates from the same tensor, the per-head norm as one group norm, the residual in the down
+        projection's matmul. Equal to ``forward`` up to float rounding (tested)."""
+        heads = self.num_heads
+        normed = F.layer_norm(x_t, self.norm.normalized_shape, self.norm.weight, None, self.norm.eps)
+        x_in, z = F.linear(normed, self.up.weight).chunk(2, dim=-1)  # (batch, inner) each
         conv, conv_state = self.conv.step(x_in, state.conv if state else None)
         conv = F.silu(conv)
-        q, k, v, i_t, f_t = self._qkv_gates(conv, x_in)
-        heads = lambda t: t.unflatten(-1, (self.num_heads, -1))  # (batch, inner) -> (batch, heads, head)
-        cell_state = state.cell if state else mlstm_initial_state(heads(q).unsqueeze(2), heads(v).unsqueeze(2))
-        h, cell_state = mlstm_step(heads(q), heads(k), heads(v), i_t, f_t, cell_state)
-        y = self._output(x_t.unsqueeze(1), h.unsqueeze(2), conv.unsqueeze(1), z.unsqueeze(1))  # (batch, 1, dim)
-        return y[:, 0], MLSTMBlockState(conv_state, cell_state)
+        weights = torch.stack([self.q.weight, self.k.weight, self.v.weight])  # (3, blocks, out_b, in_b); no biases
+        qkv = small_block_diagonal_linear(torch.stack([conv, conv, x_in], 1), weights)  # (batch, 3, inner)
+        i_t, f_t = F.linear(qkv.flatten(1), self.gates.weight, self.gates.bias).chunk(2, dim=-1)  # (batch, heads)
+        q, k, v = qkv.unflatten(-1, (heads, -1)).unbind(1)  # (batch, 3, heads, head) -> 3 x (batch, heads, head)
+        cell_state = state.cell if state else mlstm_initial_state(q.unsqueeze(2), v.unsqueeze(2))
+        h, cell_state = mlstm_step(q, k, v, i_t, f_t, cell_state)
+        h = F.group_norm(h.flatten(1), heads, self.cell_norm.weight, None, self.cell_norm.eps)  # (batch, inner)
+        y = torch.addmm(x_t, torch.addcmul(h, self.skip, conv) * F.silu(z), self.down.weight.t())
+        return y, MLSTMBlockState(conv_state, cell_state)
 
 
 class SLSTMBlockState(NamedTuple):
