@@ -11,6 +11,7 @@ from tenfold.models.gpt import GPT, GPTConfig
 from tenfold.nn.attention import Attention
 from tenfold.nn.rope import (
     RotaryEmbedding,
+    rotating_pairs,
     half_to_interleaved_permutation,
     permute_head_rows,
     permute_qk_rows,
@@ -302,15 +303,53 @@ def test_scale_factor_divides_angles_and_keeps_zeros():
     torch.testing.assert_close(scaled(x, torch.arange(400, 405) * 4), plain(x, torch.arange(400, 405)))
 
 
-def test_cache_extends_lazily_and_matches_a_fresh_large_cache():
-    small = RotaryEmbedding(16, base=100.0, max_len=8)
-    large = RotaryEmbedding(16, base=100.0, max_len=4096)
-    pos = torch.tensor([0, 3, 7, 9, 1500, 3000])
-    c1, s1 = small.cos_sin(pos)
-    c2, s2 = large.cos_sin(pos)
-    assert torch.equal(c1, c2) and torch.equal(s1, s2)
-    assert small._cache[torch.float32][0].shape[0] >= 3001
-    assert c1.dtype == torch.float32 and c1.shape == (6, 8)
+def test_cos_sin_are_the_float64_angles_at_any_position():
+    rope = RotaryEmbedding(16, base=100.0, p=0.75, max_len=8)
+    pos = torch.tensor([0, 3, 7, 9, 1500, 3000, 10**6])
+    c, s = rope.cos_sin(pos)
+    angles = pos.double()[:, None] * (100.0 ** (-torch.arange(0, 16, 2, dtype=torch.float64) / 16))
+    angles[:, rotating_pairs(16, 0.75):] = 0.0
+    assert c.dtype == torch.float32 and c.shape == (7, 8)
+    assert torch.equal(c, angles.cos().float()) and torch.equal(s, angles.sin().float())
+    c64, _ = rope.cos_sin(pos.view(1, 7), torch.float64)
+    assert c64.shape == (1, 7, 8) and torch.equal(c64[0], angles.cos())
+
+
+def test_negative_positions_rotate_backwards():
+    rope = RotaryEmbedding(16, base=100.0)
+    x = torch.randn(1, 1, 1, 16, dtype=torch.float64)
+    back = rope(rope(x, torch.tensor([5])), torch.tensor([-5]))
+    torch.testing.assert_close(back, x)
+
+
+def test_forward_makes_no_host_sync():
+    """No Tensor -> Python conversion (``.item()``, ``int(t)``) in the forward: each would dispatch
+    ``aten._local_scalar_dense``; the forward also keeps no Python-side cache keyed on positions."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    rope = RotaryEmbedding(16, base=100.0, p=0.5)
+    x = torch.randn(2, 2, 5, 16)
+    for positions in (torch.arange(3, 8), torch.arange(10).view(2, 5)):
+        with Ops() as ops:
+            rope(x, positions)
+        assert "_local_scalar_dense" not in ops.seen
+    assert not [name for name in vars(rope) if "cache" in name]
+
+
+def test_angle_freqs_stay_float64_and_follow_the_module():
+    rope = RotaryEmbedding(16, base=100.0).half()
+    assert rope.angle_freqs.dtype == torch.float64 and rope.inv_freq.dtype == torch.float16
+    x = torch.randn(1, 1, 3, 16)
+    torch.testing.assert_close(rope(x, torch.arange(3)), RotaryEmbedding(16, base=100.0)(x, torch.arange(3)))
 
 
 def test_bf16_inputs_keep_dtype_with_fp32_angles():
@@ -379,8 +418,6 @@ def test_forward_validates_shapes_and_positions():
         rope(torch.randn(1, 1, 4, 8), torch.arange(4))
     with pytest.raises(ValueError, match="positions"):
         rope(torch.randn(1, 1, 4, 16), torch.arange(5))
-    with pytest.raises(ValueError, match=">= 0"):
-        rope(torch.randn(1, 1, 2, 16), torch.tensor([-1, 0]))
     with pytest.raises(ValueError, match="integer"):
         rope(torch.randn(1, 1, 2, 16), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="batch"):

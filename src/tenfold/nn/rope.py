@@ -51,13 +51,15 @@ class RotaryEmbedding(nn.Module):
             rotate, in [0, 1]. truncate: "low" (p-RoPE), "high" (reversed ablation) or "prefix"
             (NeoX partial rotary). layout: "half" (rotate-half) or "interleaved".
         scale_factor: linear position interpolation (angles divided by it), >= 1.
-        max_len: initial length of the cos/sin cache (extended lazily), >= 1.
+        max_len: the longest sequence expected, >= 1 (informational: the angles are computed on the fly
+            for any position, so nothing is cached or bounded by it).
 
     ``inv_freq`` (d/2,) holds one frequency per pair in pair order (zeros for pairs that do not rotate;
     for "prefix" the R/2 rotary pairs come first). ``n_rotating`` is the number of rotating pairs.
     ``forward(x, positions)``: x (..., seq, d), positions integer (seq,) or (batch, seq) with x
-    (batch, heads, seq, d). Angles and cos/sin are computed in float64 and cached in float32; the
-    rotation is done in float32 (float64 for float64 inputs) and cast back to x.dtype.
+    (batch, heads, seq, d). Angles and cos/sin are computed in float64 on the fly (no cache, no host
+    sync: the forward traces under ``torch.compile``); the rotation is done in float32 (float64 for
+    float64 inputs) and cast back to x.dtype.
     """
 
     def __init__(self, head_dim: int, *, base: float = 10_000.0, p: float = 1.0, truncate: str = "low",
@@ -70,8 +72,15 @@ class RotaryEmbedding(nn.Module):
         self._freqs64 = _frequencies(self.head_dim, self.base, self.p, truncate)  # (d/2,) float64, CPU
         self.n_rotating = int((self._freqs64 > 0).sum())
         self.register_buffer("inv_freq", (self._freqs64 / self.scale_factor).float(), persistent=False)
-        self._max_len = int(max_len)
-        self._cache: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}  # dtype -> cos, sin (len, d/2)
+        # the angle frequencies in float64, on the module's device (kept float64 by ``_apply``)
+        self.register_buffer("angle_freqs", self._freqs64 / self.scale_factor, persistent=False)
+        self.max_len = int(max_len)
+
+    def _apply(self, fn, recurse=True):
+        """Moves follow ``inv_freq``'s device; ``angle_freqs`` stays float64 also under ``.half()`` etc."""
+        super()._apply(fn, recurse)
+        self.angle_freqs = (self._freqs64 / self.scale_factor).to(self.inv_freq.device)
+        return self
 
     def extra_repr(self) -> str:
         return (f"head_dim={self.head_dim}, base={self.base:g}, p={self.p:g}, truncate={self.truncate!r}, "
@@ -89,31 +98,17 @@ class RotaryEmbedding(nn.Module):
 
     # -- cos / sin -----------------------------------------------------------------------------
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin of the angles (computed in float64), in ``dtype`` (float32 or float64), shaped
-        (*positions.shape, d/2)."""
+        """cos and sin of the angles ``positions * g_i / scale_factor`` (computed in float64 on the fly,
+        on the device of ``positions``), in ``dtype`` (float32 or float64), shaped (*positions.shape, d/2).
+        No host sync and no cache, so any integer position works (negative ones rotate backwards) and
+        the call traces under ``torch.compile``."""
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        if positions.dtype.is_floating_point or positions.dtype == torch.bool:
+        if positions.dtype.is_floating_point or positions.dtype.is_complex or positions.dtype == torch.bool:
             raise ValueError(f"positions must be an integer tensor, got dtype {positions.dtype}")
-        if positions.numel() == 0:
-            empty = torch.empty(*positions.shape, self.head_dim // 2, device=positions.device, dtype=dtype)
-            return empty, empty.clone()
-        low, high = int(positions.min()), int(positions.max())
-        if low < 0:
-            raise ValueError(f"positions must be >= 0, got {low}")
-        cos, sin = self._table(high + 1, positions.device, dtype)
-        return cos[positions], sin[positions]
-
-    def _table(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin of every position below the cached length (>= ``length``), shaped (cached_len, d/2)."""
-        cache = self._cache.get(dtype)
-        if cache is None or cache[0].shape[0] < length or cache[0].device != device:
-            size = max(self._max_len, 1 << (length - 1).bit_length())  # grow by powers of two
-            positions = torch.arange(size, dtype=torch.float64)
-            angles = positions[:, None] * (self._freqs64 / self.scale_factor)[None, :]  # (size, d/2), float64
-            cache = (angles.cos().to(device, dtype), angles.sin().to(device, dtype))
-            self._cache[dtype], self._max_len = cache, size
-        return cache
+        freqs = self.angle_freqs.to(positions.device)  # a no-op when the module is on that device
+        angles = positions.to(torch.float64).unsqueeze(-1) * freqs  # (*positions.shape, d/2), float64
+        return angles.cos().to(dtype), angles.sin().to(dtype)
 
     # -- rotation ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
