@@ -318,3 +318,76 @@ def test_two_pass_fully_masked_rows(dtype, method):
     out, stats = two_pass_attention(q, k, v, attn_mask=mask, return_stats=True, stats_method=method)
     assert torch.isfinite(out).all() and torch.all(out[..., 3, :] == 0)
     assert torch.all(stats["beta"][..., 3] == 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the CUDA statistics path, run on CPU with a stand-in for the memory-efficient kernel
+
+
+def _emulated_efficient_attention(query, key, value, attn_bias, compute_log_sumexp, dropout_p=0.0, is_causal=False,
+                                  *, scale=None):
+    """The calling convention of aten._scaled_dot_product_efficient_attention (on CUDA): (batch, heads, L, d)
+    inputs, a bias already expanded to (batch, heads, L_q, L_k) with 16-element-aligned rows, the log-sum-exp
+    padded to a multiple of 32 queries (the padding is garbage)."""
+    assert query.dim() == key.dim() == value.dim() == 4 and compute_log_sumexp and dropout_p == 0.0
+    lq, lk = query.shape[-2], key.shape[-2]
+    if attn_bias is not None:
+        assert attn_bias.shape == (query.shape[0], query.shape[1], lq, lk), "bias must be expanded"
+        assert attn_bias.stride(-1) == 1 and all(s % 16 == 0 for s in attn_bias.stride()[:-1]), "rows unaligned"
+    s = (query @ key.transpose(-1, -2)) * scale
+    if attn_bias is not None:
+        s = s + attn_bias
+    if is_causal:
+        s = s.masked_fill(~torch.ones(lq, lk, dtype=torch.bool).tril(), float("-inf"))
+    lse = torch.full(query.shape[:2] + (-(-lq // 32) * 32,), float("nan"))
+    lse[..., :lq] = torch.logsumexp(s, -1)
+    return torch.softmax(s, -1) @ value, lse, torch.tensor(0), torch.tensor(0)
+
+
+@pytest.mark.parametrize("mask_name", ["none", "causal-square", "padding", "bool"])
+def test_cuda_kernel_wrapper_gives_the_chunked_statistics(mask_name):
+    """The CUDA path's preparation (bias alignment and expansion, the padded log-sum-exp) against the chunked
+    fallback; the CUDA kernel itself is untested here (no GPU)."""
+    from functools import partial
+
+    from tenfold.nn.adaptive_temperature import _chunked_row_stats, _efficient_attention_with_lse, _kernel_row_stats
+
+    gen = torch.Generator().manual_seed(8)
+    lk = 45 if mask_name == "causal-square" else 61
+    q, k = torch.randn(2, 3, 45, 16, generator=gen) * 2, torch.randn(2, 3, lk, 16, generator=gen) * 2
+    attn_mask, is_causal = (None, True) if mask_name == "causal-square" else MASKS[mask_name](45, lk)
+    if attn_mask is not None:
+        attn_mask = attn_mask.view((1,) * (4 - attn_mask.dim()) + attn_mask.shape)  # (.., L_k) -> 4-d, unaligned rows
+    fused = partial(_efficient_attention_with_lse, kernel=_emulated_efficient_attention)
+    stats = _kernel_row_stats(q, k, 0.25, attn_mask, is_causal, fused=fused)
+    expected = _chunked_row_stats(q, k, 0.25, attn_mask, is_causal, chunk_size=16)
+    assert stats.lse.shape == (2, 3, 45)
+    torch.testing.assert_close(stats.entropy, expected.entropy, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(stats.lse, expected.lse, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(stats.count, expected.count)
+
+
+def test_kernel_dispatch_and_forced_fallback():
+    from tenfold.nn.adaptive_temperature import _kernel_available
+
+    q, k = torch.randn(1, 2, 9, 8), torch.randn(1, 2, 9, 8)
+    assert _kernel_available(q, k, None, False)
+    assert not _kernel_available(q, k, torch.zeros(9, 9), False)  # a float bias: chunked
+    assert not _kernel_available(q.to("meta"), k.to("meta"), None, False)  # no fused kernel there
+    fused = two_pass_attention(q, k, k, stats_method="kernel", return_stats=True)[1]
+    fallback = two_pass_attention(q, k, k, stats_method="chunked", return_stats=True)[1]
+    torch.testing.assert_close(fused["entropy"], fallback["entropy"], atol=1e-5, rtol=1e-5)
+
+
+def test_integer_inputs_are_refused():
+    ints = torch.ones(1, 2, 4, 8, dtype=torch.long)
+    with pytest.raises(ValueError, match="floating-point"):
+        adaptive_temperature_softmax(ints)
+    with pytest.raises(ValueError, match="floating-point"):
+        log_n_scaled_softmax(ints)
+    with pytest.raises(ValueError, match="floating-point"):
+        entropy_from_logits(ints)
+    with pytest.raises(ValueError, match="floating-point"):
+        attention_row_stats(ints, ints)
+    with pytest.raises(ValueError, match="floating-point"):
+        two_pass_attention(torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8), ints)

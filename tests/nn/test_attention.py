@@ -149,3 +149,49 @@ def test_bad_arguments_raise():
         Attention(dim=8, num_heads=2)(torch.randn(2, 3, 7))
     with pytest.raises(ValueError, match="window"):
         KVCache(window=0)
+    with pytest.raises(ValueError, match="divide dim"):
+        Attention(dim=30, num_heads=4)  # would silently use head width 7
+    assert Attention(dim=30, num_heads=4, head_dim=8).qkv.out_features == 3 * 4 * 8
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        Attention(dim=16, num_heads=4, num_kv_heads=3)
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        Attention(dim=16, num_heads=4, num_kv_heads=0)
+    with pytest.raises(ValueError, match="floating-point"):
+        Attention(dim=8, num_heads=2)(torch.ones(2, 3, 8, dtype=torch.long))
+
+
+def _gqa_and_repeated(kind, num_kv_heads=2, **kwargs):
+    """A grouped-query Attention and the multi-head Attention whose key/value heads repeat its kv heads."""
+    torch.manual_seed(0)
+    gqa = Attention(dim=16, num_heads=4, num_kv_heads=num_kv_heads, softmax=kind, **kwargs)
+    mha = Attention(dim=16, num_heads=4, softmax=kind, **kwargs)
+    hd, group = gqa.head_dim, 4 // num_kv_heads
+    w_q, w_k, w_v = gqa.qkv.weight.detach().split([4 * hd, num_kv_heads * hd, num_kv_heads * hd])
+    repeat = lambda w: w.view(num_kv_heads, hd, 16).repeat_interleave(group, dim=0).reshape(4 * hd, 16)
+    with torch.no_grad():
+        mha.qkv.weight.copy_(torch.cat([w_q, repeat(w_k), repeat(w_v)]))
+        mha.out.weight.copy_(gqa.out.weight)
+    return gqa, mha
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("num_kv_heads", [1, 2])
+def test_grouped_query_attention_equals_repeated_kv_heads(kind, num_kv_heads):
+    gqa, mha = _gqa_and_repeated(kind, num_kv_heads, rope=ToyRotation())
+    assert gqa.qkv.out_features == (4 + 2 * num_kv_heads) * 4
+    x = torch.randn(2, 9, 16)
+    mask = torch.rand(2, 1, 1, 9) > 0.2
+    torch.testing.assert_close(gqa(x, attn_mask=mask), mha(x, attn_mask=mask), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_dense(gqa, x), mha(x), atol=1e-5, rtol=1e-5)  # the recorded (dense) path
+    if kind != "softmax":  # the two-pass long-sequence path
+        gqa.two_pass_min_keys, gqa.two_pass_chunk = 1, 4
+        torch.testing.assert_close(gqa(x), mha(x), atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_query_kv_cache_holds_the_kv_heads_and_decodes_like_the_full_forward():
+    gqa, _ = _gqa_and_repeated("softmax", 2, rope=ToyRotation())
+    x = torch.randn(1, 7, 16)
+    cache = KVCache()
+    steps = torch.cat([gqa(x[:, t:t + 1], cache=cache) for t in range(7)], dim=1)
+    assert cache.k.shape == (1, 2, 7, 4)
+    torch.testing.assert_close(steps, gqa(x), atol=1e-5, rtol=1e-5)

@@ -102,6 +102,7 @@ def entropy_from_logits(logits: torch.Tensor, *, dim: int = -1, mask: torch.Tens
 
     ``mask`` (bool, True = valid) and -inf logits exclude entries; a fully masked row has entropy 0.
     ``eps=None`` uses the exact form lse(e) - sum p e; ``eps=1e-9`` gives the paper's -sum p log(p + eps)."""
+    _check_floating(logits=logits)
     e = logits.to(_compute_dtype(logits))
     valid = _valid(e, mask)
     if eps is None:
@@ -140,6 +141,7 @@ def adaptive_temperature_softmax(logits: torch.Tensor, dim: int = -1, *, mask: t
     Entropy and weights are computed in fp32 and cast back to ``logits.dtype``. Fully masked rows give
     zeros and beta = 1.
     """
+    _check_floating(logits=logits)
     e = logits.to(_compute_dtype(logits))
     valid = _valid(e, mask)
     entropy = _entropy_keepdim(e if beta_grad else e.detach(), valid, dim)
@@ -155,6 +157,7 @@ def log_n_scaled_softmax(logits: torch.Tensor, dim: int = -1, *, mask: torch.Ten
     adaptive temperature. beta = 1 at n = n_ref (the training set size)."""
     if n_ref < 2:
         raise ValueError(f"n_ref must be >= 2, got {n_ref}")
+    _check_floating(logits=logits)
     e = logits.to(_compute_dtype(logits))
     valid = _valid(e, mask)
     count = valid.sum(dim, keepdim=True).clamp_min(1).to(e.dtype)
@@ -269,9 +272,42 @@ def _chunked_row_stats(q, k, scale, attn_mask, is_causal, chunk_size) -> RowStat
     return RowStats(lse=lse, entropy=entropy, count=count)
 
 
-def _kernel_row_stats(q, k, scale, attn_mask, is_causal) -> RowStats:
+def _fused_attention_with_lse(q, k, scale, bias, is_causal):
+    """softmax(scale q k^T + bias) k and the rows' log-sum-exp from one fused attention call: the CPU
+    flash kernel, or on CUDA the memory-efficient kernel (:func:`_efficient_attention_with_lse`)."""
+    if q.device.type == "cuda":
+        return _efficient_attention_with_lse(q, k, scale, bias, is_causal)
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, k, is_causal=is_causal, attn_mask=bias,
+                                                                       scale=scale)[:2]
+
+
+def _efficient_attention_with_lse(q, k, scale, bias, is_causal, kernel=None):
+    """The CUDA memory-efficient attention kernel with ``compute_log_sumexp=True`` (fp32 or half inputs
+    shaped (batch, heads, L, d)), prepared as ``scaled_dot_product_attention`` prepares it: the additive
+    bias padded so that its rows start 16-element aligned, then expanded to (batch, heads, L_q, L_k); the
+    kernel returns the log-sum-exp padded to a multiple of 32 queries, cut back here. ``kernel`` stands in
+    for the aten op in tests (this path is not exercised on CPU otherwise)."""
+    kernel = torch.ops.aten._scaled_dot_product_efficient_attention if kernel is None else kernel
+    lq, lk = q.shape[-2], k.shape[-2]
+    if bias is not None:
+        bias = _aligned_rows(bias).expand(q.shape[0], q.shape[1], lq, lk)
+    out, lse = kernel(q, k, k, bias, True, 0.0, is_causal, scale=scale)[:2]
+    return out, lse[..., :lq]
+
+
+def _aligned_rows(bias: torch.Tensor, alignment: int = 16) -> torch.Tensor:
+    """``bias`` (..., L_k) as a tensor whose rows start ``alignment``-element aligned (unit last stride)."""
+    if bias.stride(-1) == 1 and all(stride % alignment == 0 for stride in bias.stride()[:-1]):
+        return bias  # also broadcast (stride 0) dims
+    lk = bias.shape[-1]
+    if lk % alignment == 0:
+        return bias.contiguous()
+    return F.pad(bias, (0, -lk % alignment))[..., :lk]  # (..., L_k + pad) storage, viewed as (..., L_k)
+
+
+def _kernel_row_stats(q, k, scale, attn_mask, is_causal, fused=_fused_attention_with_lse) -> RowStats:
     """Entropy from one fused attention call with the keys as values: s is linear in k, so
-    E_p[s] = scale q . (sum_j p_j k_j) and H = lse - E_p[s]; lse comes from the CPU flash kernel."""
+    E_p[s] = scale q . (sum_j p_j k_j) and H = lse - E_p[s]; lse comes from the fused kernel."""
     dtype = _compute_dtype(q)
     qf, kf = q.to(dtype), k.to(dtype)
     lq, lk = q.shape[-2], k.shape[-2]
@@ -284,8 +320,7 @@ def _kernel_row_stats(q, k, scale, attn_mask, is_causal) -> RowStats:
         count = (torch.arange(lq, device=q.device) + 1).clamp_max(lk).to(dtype)
     else:
         count = torch.full((lq,), float(lk), dtype=dtype, device=q.device)
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qf, kf, kf, is_causal=is_causal,
-                                                                           attn_mask=bias, scale=scale)
+    out, lse = fused(qf, kf, scale, bias, is_causal)
     mean_score = scale * (qf * out).sum(-1)  # (..., L_q)
     count = torch.broadcast_to(count, lse.shape)
     has = count > 0
@@ -294,10 +329,27 @@ def _kernel_row_stats(q, k, scale, attn_mask, is_causal) -> RowStats:
     return RowStats(lse=lse, entropy=entropy, count=count)
 
 
-def _kernel_available(q, attn_mask) -> bool:
-    return (q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-            and (attn_mask is None or attn_mask.dtype == torch.bool)
-            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+def _kernel_available(q, k, attn_mask, is_causal) -> bool:
+    """Whether a fused kernel that returns the log-sum-exp serves these inputs: the CPU flash kernel
+    (float inputs, bool mask or none), or on CUDA the memory-efficient kernel (also: not float64,
+    (batch, heads, L, d) inputs with equal batch and heads, and causal only for L_q = L_k, where the
+    kernel's causal alignment cannot differ from scaled_dot_product_attention's top-left one)."""
+    if attn_mask is not None and attn_mask.dtype != torch.bool:
+        return False
+    if q.device.type == "cpu":
+        return (q.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+                and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+    if q.device.type == "cuda":
+        return (q.dtype in (torch.float32, torch.bfloat16, torch.float16) and q.dim() == 4 and k.dim() == 4
+                and q.shape[:2] == k.shape[:2] and (not is_causal or q.shape[-2] == k.shape[-2])
+                and hasattr(torch.ops.aten, "_scaled_dot_product_efficient_attention"))
+    return False
+
+
+def _check_floating(**tensors) -> None:
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
 
 
 def attention_row_stats(q: torch.Tensor, k: torch.Tensor, *, scale: float | None = None,
@@ -309,9 +361,10 @@ def attention_row_stats(q: torch.Tensor, k: torch.Tensor, *, scale: float | None
     q: (..., L_q, d); k: (..., L_k, d); attn_mask: bool (True = allowed) or additive float, broadcastable to
     (..., L_q, L_k); is_causal: key j visible to query i iff j <= i (top-left, as SDPA).
     ``method="chunked"``: an online pass over key chunks of ``chunk_size`` (differentiable, any mask).
-    ``method="kernel"``: one fused CPU attention call with the keys as values plus its log-sum-exp (a private
-    aten op; no float bias, no gradient through lse). ``"auto"``: the kernel where it applies and no gradient
-    is needed, else chunked."""
+    ``method="kernel"``: one fused attention call with the keys as values plus its log-sum-exp (private aten
+    ops: the CPU flash kernel, on CUDA the memory-efficient kernel; no float bias, no gradient through lse).
+    ``"auto"``: the kernel where it applies and no gradient is needed, else chunked (the fallback)."""
+    _check_floating(q=q, k=k)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if method not in STATS_METHODS:
@@ -322,9 +375,10 @@ def attention_row_stats(q: torch.Tensor, k: torch.Tensor, *, scale: float | None
     while attn_mask is not None and attn_mask.dim() < 2:  # (L_k,) -> (1, L_k)
         attn_mask = attn_mask.unsqueeze(0)
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
-    kernel = _kernel_available(q, attn_mask) and not needs_grad
+    kernel = _kernel_available(q, k, attn_mask, is_causal) and not needs_grad
     if method == "kernel" and not kernel:
-        raise ValueError("method='kernel' needs CPU tensors, a bool mask or none, and no gradient")
+        raise ValueError("method='kernel' needs a fused kernel for these inputs (CPU, or CUDA with (batch, heads, "
+                         "L, d) inputs, not float64, causal only for L_q = L_k), a bool mask or none, and no gradient")
     if method == "kernel" or (method == "auto" and kernel):
         return _kernel_row_stats(q, k, scale, attn_mask, is_causal)
     return _chunked_row_stats(q, k, scale, attn_mask, is_causal, chunk_size)
@@ -335,7 +389,7 @@ def two_pass_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kin
                        chunk_size: int = 1024, coeffs: Sequence[float] = PAPER_COEFFS, threshold: float = 0.5,
                        min_beta: float = 1.0, n_ref: int = 16, beta_grad: bool = True, stats_method: str = "auto",
                        return_stats: bool = False):
-    """softmax_kind(scale q k^T + mask) v without the (L_q, L_k) weight matrix (Veličković et al., 2024; spec §2.4):
+    """softmax_kind(scale q k^T + mask) v without the (L_q, L_k) weight matrix (Veličković et al., 2024):
     pass 1 gives each row's entropy (``attention_row_stats``), beta = AT(H) (``kind="adaptive"``) or
     log(n_valid) / log(n_ref) (``kind="log-n"``); pass 2 is ``scaled_dot_product_attention(beta q, k, v)``, with
     an additive float mask scaled by beta too. Fully masked rows give zeros.
@@ -344,6 +398,7 @@ def two_pass_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, kin
     then runs without autograd)."""
     if kind not in ("adaptive", "log-n"):
         raise ValueError(f"kind must be 'adaptive' or 'log-n', got {kind!r}")
+    _check_floating(q=q, k=k, v=v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     while attn_mask is not None and attn_mask.dim() < 2:  # (L_k,) -> (1, L_k), as SDPA needs
         attn_mask = attn_mask.unsqueeze(0)

@@ -63,35 +63,47 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention (Vaswani et al., 2017) with optional rotary embedding and KV cache.
+    """Multi-head self-attention (Vaswani et al., 2017) with optional rotary embedding, KV cache and
+    grouped-query attention (Ainslie et al., 2023).
 
     Args:
-        dim: model width. num_heads: number of heads; ``head_dim`` defaults to ``dim // num_heads``.
+        dim: model width. num_heads: number of query heads; ``head_dim`` defaults to ``dim // num_heads``
+            (then ``num_heads`` must divide ``dim``).
+        num_kv_heads: key/value heads (grouped-query attention), dividing ``num_heads``; query head h reads
+            key/value head ``h // (num_heads // num_kv_heads)``. Default ``num_heads`` (multi-head attention).
         rope: a module applied as ``rope(x, positions)`` to queries and keys shaped
             (batch, heads, seq, head_dim), e.g. ``tenfold.nn.RotaryEmbedding``; None for no rotation.
         softmax: ``"softmax"``, ``"adaptive"`` (adaptive temperature) or ``"log-n"`` (log-length scaling).
         causal: mask future positions. window: local attention over the last ``window`` keys.
         bias: biases on the projections.
 
+    The input projection ``qkv`` outputs [q | k | v] with num_heads, num_kv_heads and num_kv_heads heads
+    (3 * num_heads * head_dim features without grouping). A KV cache stores the num_kv_heads heads.
     Set ``record = True`` to keep the last call's queries, keys (before rotation) and attention
     weights in ``self.recorded`` for analysis.
     """
 
-    def __init__(self, *, dim: int, num_heads: int, head_dim: int | None = None, rope: nn.Module | None = None,
-                 softmax: str = "softmax", causal: bool = True, window: int | None = None, bias: bool = False):
+    def __init__(self, *, dim: int, num_heads: int, head_dim: int | None = None, num_kv_heads: int | None = None,
+                 rope: nn.Module | None = None, softmax: str = "softmax", causal: bool = True,
+                 window: int | None = None, bias: bool = False):
         super().__init__()
-        head_dim = head_dim if head_dim is not None else (dim // num_heads if num_heads > 0 else 0)
         if dim < 1 or num_heads < 1:
             raise ValueError(f"dim and num_heads must be >= 1, got dim={dim}, num_heads={num_heads}")
+        if head_dim is None and dim % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim}), or give head_dim explicitly")
+        head_dim = head_dim if head_dim is not None else dim // num_heads
         if head_dim < 1:
-            raise ValueError(f"head_dim must be >= 1 (dim={dim}, num_heads={num_heads})")
+            raise ValueError(f"head_dim must be >= 1, got {head_dim}")
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_kv_heads < 1 or num_heads % num_kv_heads:
+            raise ValueError(f"num_kv_heads must be >= 1 and divide num_heads ({num_heads}), got {num_kv_heads}")
         if softmax not in SOFTMAX_KINDS:
             raise ValueError(f"softmax must be one of {SOFTMAX_KINDS}, got {softmax!r}")
         if window is not None and window < 1:
             raise ValueError(f"window must be >= 1 or None, got {window}")
-        self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim
+        self.dim, self.num_heads, self.head_dim, self.num_kv_heads = dim, num_heads, head_dim, num_kv_heads
         self.rope, self.softmax, self.causal, self.window = rope, softmax, causal, window
-        self.qkv = nn.Linear(dim, 3 * num_heads * head_dim, bias=bias)
+        self.qkv = nn.Linear(dim, (num_heads + 2 * num_kv_heads) * head_dim, bias=bias)
         self.out = nn.Linear(num_heads * head_dim, dim, bias=bias)
         self.record = False
         self.recorded: dict[str, torch.Tensor] = {}
@@ -101,16 +113,17 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None, cache: KVCache | None = None,
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (batch, seq, dim); positions: (seq,) or (batch, seq) ints, default continuing the cache;
-        attn_mask: bool, broadcastable to (batch, heads, seq, keys), True where attention is allowed."""
+        """x: (batch, seq, dim) floating point; positions: (seq,) or (batch, seq) ints, default continuing
+        the cache; attn_mask: bool, broadcastable to (batch, heads, seq, keys), True where attention is allowed."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"expected x shaped (batch, seq, {self.dim}), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating-point tensor (embeddings), got dtype {x.dtype}")
         batch, seq, _ = x.shape
         if positions is None:
             start = cache.next_position if cache is not None else 0
             positions = torch.arange(start, start + seq, device=x.device)
-        q, k, v = self.qkv(x).view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        # q, k, v: (batch, heads, seq, head_dim)
+        q, k, v = self._split_heads(self.qkv(x))  # (batch, heads or kv heads, seq, head_dim)
         if self.record:
             self.recorded = {"q": q.detach(), "k": k.detach()}
         if self.rope is not None:
@@ -123,6 +136,17 @@ class Attention(nn.Module):
         mask = self._mask(positions, key_positions, attn_mask, x.device)
         y = self._attend(q, k, v, mask)  # (batch, heads, seq, head_dim)
         return self.out(y.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
+
+    def _split_heads(self, qkv: torch.Tensor):
+        """(batch, seq, (heads + 2 kv_heads) * head_dim) -> q (batch, heads, seq, head_dim), k and v
+        (batch, kv_heads, seq, head_dim)."""
+        batch, seq, _ = qkv.shape
+        if self.num_kv_heads == self.num_heads:
+            return qkv.view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, b, h, s, d)
+        sizes = (self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, self.num_kv_heads * self.head_dim)
+        q, k, v = qkv.split(sizes, dim=-1)
+        heads = lambda t: t.unflatten(-1, (-1, self.head_dim)).transpose(1, 2)  # (b, s, h*d) -> (b, h, s, d)
+        return heads(q), heads(k), heads(v)
 
     def _mask(self, q_pos, k_pos, attn_mask, device) -> torch.Tensor | None:
         """Bool mask broadcastable to (batch, heads, seq, keys), True where attention is allowed."""
@@ -142,8 +166,14 @@ class Attention(nn.Module):
         return mask
 
     def _attend(self, q, k, v, mask) -> torch.Tensor:
+        grouped = self.num_kv_heads != self.num_heads
         if self.softmax == "softmax" and not self.record:
+            if grouped:
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if grouped:  # each key/value head serves num_heads // num_kv_heads consecutive query heads
+            group = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (b, heads, keys, d)
         if not self.record and k.shape[-2] >= self.two_pass_min_keys:
             from tenfold.nn.adaptive_temperature import two_pass_attention
 
