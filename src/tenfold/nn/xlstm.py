@@ -74,8 +74,8 @@ def mlstm_step(q_t, k_t, v_t, i_t, f_t, state: MLSTMState) -> tuple[torch.Tensor
     gain = scales[..., 1:2] / math.sqrt(k_t.shape[-1])  # the input gate with k's 1/sqrt(d) folded in
     C = (decay.unsqueeze(-1) * C).addcmul_((gain * v_t).unsqueeze(-1), k_t.unsqueeze(-2))  # in place on a new tensor
     n = (decay * n).addcmul_(gain, k_t)
-    numerator = (C @ q_t.unsqueeze(-1)).squeeze(-1)  # (batch, heads, dv)
-    denominator = torch.maximum((n.unsqueeze(-2) @ q_t.unsqueeze(-1)).squeeze(-1).abs(), floor)  # (batch, heads, 1)
+    numerator = (C * q_t.unsqueeze(-2)).sum(-1)  # (batch, heads, dv)
+    denominator = torch.maximum((n * q_t).sum(-1, keepdim=True).abs(), floor)  # (batch, heads, 1)
     return numerator / denominator, MLSTMState(C, n, m_new)
 
 
@@ -320,7 +320,7 @@ class MLSTMBlock(nn.Module):
         q, k, v = qkv.unflatten(-1, (heads, -1)).unbind(1)  # (batch, 3, heads, head) -> 3 x (batch, heads, head)
         cell_state = state.cell if state else mlstm_initial_state(q.unsqueeze(2), v.unsqueeze(2))
         h, cell_state = mlstm_step(q, k, v, i_t, f_t, cell_state)
-        h = F.group_norm(h.flatten(1), heads, self.cell_norm.weight, None, self.cell_norm.eps)  # (batch, inner)
+        h = torch.group_norm(h.flatten(1), heads, self.cell_norm.weight, None, self.cell_norm.eps)  # (batch, inner)
         y = torch.addmm(x_t, torch.addcmul(h, self.skip, conv) * F.silu(z), self.down.weight.t())
         return y, MLSTMBlockState(conv_state, cell_state)
 
