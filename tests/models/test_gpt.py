@@ -58,3 +58,23 @@ def test_guided_model_matches_unguided_at_start_and_cached_decoding_matches():
 def test_bad_config_raises():
     with pytest.raises(ValueError, match="num_heads"):
         GPTConfig(vocab_size=5, dim=10, num_heads=3)
+
+
+def test_swiglu_gpt_ffns_and_parameter_counts():
+    torch.manual_seed(0)
+    dense = GPT(_cfg(bias=True, ffn_act="swiglu"))
+    assert all(b.ffn.up.out_features == 128 and b.ffn.down.in_features == 64 for b in dense.blocks)
+    ffn_weights = lambda m: sum(p.numel() for b in m.blocks for p in b.ffn.parameters() if p.dim() == 2)  # noqa: E731
+    assert ffn_weights(dense) == 3 * (16 * 128 + 64 * 16)
+    lowrank = GPT(_cfg(bias=True, ffn_act="swiglu"), ffn=structured_ffn("lowrank", rank_fraction=0.25, act="swiglu"))
+    assert ffn_weights(lowrank) == (16 * 128 + 64 * 16) + 2 * (4 * (16 + 128) + 4 * (64 + 16))
+    tokens = torch.randint(0, 11, (2, 7))
+    assert lowrank(tokens).shape == (2, 7, 11)
+
+
+def test_gelu_stays_the_default_and_a_mismatched_factory_is_refused():
+    assert _cfg().ffn_act == "gelu" and GPT(_cfg()).blocks[0].ffn.up.out_features == 64
+    with pytest.raises(ValueError, match="ffn_act"):
+        _cfg(ffn_act="relu")
+    with pytest.raises(ValueError, match="act"):
+        GPT(_cfg(), ffn=structured_ffn("lowrank", rank=4, act="swiglu"))

@@ -12,9 +12,12 @@ from tenfold.nn.structured import (
     SelfGuidedTraining,
     StructuredMLP,
     copy_dense_init,
+    fixedflop_ratio,
     guide_alpha,
+    sgt_steps,
     structured_ffn,
     svd_low_rank_init,
+    swiglu,
 )
 from tenfold.utils.flops import count_flops
 
@@ -30,7 +33,7 @@ def _layers():
     ]
 
 
-# ---- parameter counts (spec §2 table) ----------------------------------------------------------
+# ---- parameter counts (the table of docs/methods/structured-ffn.md) -------------------------------
 
 @pytest.mark.parametrize("n,m", [(128, 512), (512, 128)])
 def test_parameter_counts_equal_the_formulas(n, m):
@@ -320,3 +323,69 @@ def test_ffn_factory_keeps_layer_zero_dense_and_sizes_rank_from_fraction():
     assert share == pytest.approx(0.3125)
     everywhere = structured_ffn("blockshuffle", blocks=2, first_layer_dense=False)(64, 256, 0)
     assert isinstance(everywhere.up, BlockShuffleLinear)
+
+
+# ---- SwiGLU FFNs ----------------------------------------------------------------------------------
+
+
+def test_swiglu_is_silu_of_the_first_half_times_the_second():
+    y = torch.randn(3, 5, 8)
+    out = swiglu(y)
+    assert out.shape == (3, 5, 4)
+    torch.testing.assert_close(out, torch.sigmoid(y[..., :4]) * y[..., :4] * y[..., 4:])
+
+
+@pytest.mark.parametrize("kind, kw, fc1, fc2", [
+    ("dense", {}, 16 * 128, 64 * 16),
+    ("lowrank", {"rank": 4}, 4 * (16 + 128), 4 * (64 + 16)),
+    ("blockdense", {"rank": 8, "blocks": 2}, 8 * (128 + 16 // 2), 8 * (16 + 64 // 2)),
+    ("blockshuffle", {"blocks": 4}, 16 * (16 + 128) // 4, 16 * (64 + 16) // 4),
+])
+def test_swiglu_ffn_parameter_counts(kind, kw, fc1, fc2):
+    """SwiGLU: fc1 maps d -> 2f (one structured layer, as in the official code), fc2 maps f -> d."""
+    d, f = 16, 64
+    ffn = StructuredMLP(d, f, kind, act="swiglu", **kw)
+    gelu = StructuredMLP(d, f, kind, act="gelu", **kw)
+    weights = sum(p.numel() for p in ffn.parameters() if p.dim() >= 2)
+    biases = sum(p.numel() for p in ffn.parameters() if p.dim() == 1)
+    assert weights == fc1 + fc2 and biases == 2 * f + d
+    assert ffn.up.out_features == 2 * f and ffn.down.in_features == f
+    assert sum(p.numel() for p in gelu.parameters()) < sum(p.numel() for p in ffn.parameters())
+    x = torch.randn(2, 3, d)
+    torch.testing.assert_close(ffn(x), ffn.down(swiglu(ffn.up(x))))
+
+
+def test_ffn_factory_passes_the_activation_and_rejects_unknown_ones():
+    factory = structured_ffn("lowrank", rank_fraction=0.25, act="swiglu")
+    assert factory.act == "swiglu"
+    assert factory(16, 64, 0).act == "swiglu" and factory(16, 64, 0).up.out_features == 128
+    assert factory(16, 64, 1).up.out_features == 128 and factory(16, 64, 1).up.rank == 4
+    with pytest.raises(ValueError, match="act"):
+        structured_ffn("lowrank", rank=4, act="relu")
+    with pytest.raises(ValueError, match="act"):
+        StructuredMLP(16, 64, "dense", act="tanh")
+
+
+# ---- fixed-FLOP self-guided training --------------------------------------------------------------
+
+
+def test_sgt_steps_in_both_modes():
+    assert sgt_steps(100, 0.5) == (50, 100)
+    assert sgt_steps(100, 0.3, "fixedflop") == (30, 130)
+    assert sgt_steps(3, 0.1) == (1, 3)  # at least one guided step
+    with pytest.raises(ValueError, match="mode"):
+        sgt_steps(100, 0.5, "fixedflops")
+    with pytest.raises(ValueError, match="ratio"):
+        sgt_steps(100, 0.0)
+    model = nn.Sequential(LowRankLinear(8, 8, 2))
+    sgt = SelfGuidedTraining(model, total_steps=40, ratio=0.25, mode="fixedflop")
+    assert (sgt.guided_steps, sgt.train_steps, sgt.mode) == (10, 50, "fixedflop")
+
+
+def test_fixedflop_ratio_matches_the_dense_budget():
+    dense, structured, guide = 1000.0, 600.0, 500.0
+    for reduce_flop, share in ((True, 0.5), (False, 1.0)):
+        g = fixedflop_ratio(dense, structured, guide, reduce_flop)
+        assert (1 + g) * structured + share * g * guide == pytest.approx(dense)
+    with pytest.raises(ValueError, match="dense_macs"):
+        fixedflop_ratio(500.0, 600.0, 100.0)

@@ -5,6 +5,9 @@ embeddings and KV-cached decoding.
     h_0 = E[tokens] (+ P[positions] when pos_embedding="learned")
     h   = h + Attn(Norm(h));  h = h + FFN(Norm(h))      for each layer
     logits = Norm(h) E^T                                 (tied embeddings)
+
+FFN(x) = W_2 GELU(W_1 x), or with ``ffn_act="swiglu"`` W_2 (SiLU(W_1 x) ⊙ W_3 x) (Shazeer, 2020), W_1
+and W_3 stacked as one d → 2f linear as in the official StructuredFFN code.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tenfold.nn.attention import Attention, KVCache
+from tenfold.nn.structured import FFN_ACTS, ffn_activation
 
 FFNFactory = Callable[[int, int, int], nn.Module]  # (dim, hidden, layer_index) -> module
 
@@ -34,6 +38,7 @@ class GPTConfig:
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
     bias: bool = False
     tie_embeddings: bool = True
+    ffn_act: str = "gelu"  # "gelu" | "swiglu"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "dim", "num_layers", "num_heads", "max_seq_len"):
@@ -45,6 +50,8 @@ class GPTConfig:
             raise ValueError(f"pos_embedding must be 'learned' or 'none', got {self.pos_embedding!r}")
         if self.norm not in ("layernorm", "rmsnorm"):
             raise ValueError(f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}")
+        if self.ffn_act not in FFN_ACTS:
+            raise ValueError(f"ffn_act must be one of {FFN_ACTS}, got {self.ffn_act!r}")
 
     @property
     def hidden(self) -> int:
@@ -56,15 +63,16 @@ def make_norm(kind: str, dim: int, bias: bool = False) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """The dense feed-forward layer: W_2 GELU(W_1 x)."""
+    """The dense feed-forward layer: W_2 GELU(W_1 x), or W_2 SwiGLU(W_1 x) with W_1 (2·hidden, dim)."""
 
-    def __init__(self, dim: int, hidden: int, bias: bool = False):
+    def __init__(self, dim: int, hidden: int, bias: bool = False, act: str = "gelu"):
         super().__init__()
-        self.up = nn.Linear(dim, hidden, bias=bias)
+        self.activation = ffn_activation(act)
+        self.up = nn.Linear(dim, hidden * (2 if act == "swiglu" else 1), bias=bias)
         self.down = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x)))
+        return self.down(self.activation(self.up(x)))
 
 
 class Block(nn.Module):
@@ -77,7 +85,10 @@ class Block(nn.Module):
         self.attn = Attention(dim=cfg.dim, num_heads=cfg.num_heads, rope=rope, softmax=cfg.softmax,
                               causal=causal, bias=cfg.bias)
         self.norm2 = make_norm(cfg.norm, cfg.dim, cfg.bias)
-        self.ffn = ffn(cfg.dim, cfg.hidden, layer_index) if ffn is not None else MLP(cfg.dim, cfg.hidden, cfg.bias)
+        if ffn is not None and getattr(ffn, "act", cfg.ffn_act) != cfg.ffn_act:
+            raise ValueError(f"the ffn factory's act ({ffn.act!r}) differs from ffn_act ({cfg.ffn_act!r})")
+        self.ffn = (ffn(cfg.dim, cfg.hidden, layer_index) if ffn is not None
+                    else MLP(cfg.dim, cfg.hidden, cfg.bias, cfg.ffn_act))
 
     def forward(self, x, positions=None, cache: KVCache | None = None, attn_mask=None):
         x = x + self.attn(self.norm1(x), positions, cache, attn_mask)

@@ -13,12 +13,17 @@ Self-guided training adds a dense guide W_g (M, N), initialised to the materiali
     o = α W_g x + (1 − α) S(x) + b,        α = ½(1 + cos(π c / T_g)) for c ≤ T_g, 0 after,
 
 where c counts optimizer steps; after T_g steps the guide is deleted. With ``reduce_flop`` each call
-draws u ~ U[0, 1) and skips the guide (o = S(x) + b) when u ≥ α.
+draws u ~ U[0, 1) and skips the guide (o = S(x) + b) when u ≥ α. Two modes, as in the official
+trainer: ``fixedstep`` (T_g = ratio · T inside the T training steps) and ``fixedflop`` (training runs
+T + T_g steps, the last T_g replaying the first T_g batches, with ratio chosen so that the total
+training FLOPs match a budget; see ``fixedflop_ratio``).
+
+The FFN is fc2(act(fc1(x))) with act GELU, or SwiGLU (official ``fused_swiglu``): fc1 maps d → 2f and
+act(y) = SiLU(y_1) ⊙ y_2 with y = (y_1, y_2) split in halves, so fc2 maps f → d.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -26,10 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from tenfold.nn.blockdiag import BlockDiagonalLinear, block_diagonal_matmul
+from tenfold.train.loop import warmup_cosine
 
 GUIDE_INITS = ("exact", "official")
 SCHEDULES = ("cosine", "linear")
+SGT_MODES = ("fixedstep", "fixedflop")
 FFN_KINDS = ("dense", "lowrank", "blockdense", "blockshuffle")
+FFN_ACTS = ("gelu", "swiglu")
 
 
 def _positive_int(name: str, value) -> int:
@@ -360,31 +368,48 @@ def make_structured_linear(kind: str, in_features: int, out_features: int, *, ra
     return BlockShuffleLinear(in_features, out_features, blocks, bias=bias, init_std=init_std, **extra)
 
 
+def swiglu(y: torch.Tensor) -> torch.Tensor:
+    """SwiGLU activation (Shazeer, 2020; the official ``fused_swiglu`` in plain PyTorch): split the last
+    dimension of ``y`` (..., 2f) in halves y_1, y_2 and return SiLU(y_1) ⊙ y_2 (..., f)."""
+    gate, value = y.chunk(2, dim=-1)  # (..., f) each
+    return F.silu(gate) * value
+
+
+def ffn_activation(act: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The FFN activation named ``act`` ("gelu" or "swiglu")."""
+    return F.gelu if _choice("act", act, FFN_ACTS) == "gelu" else swiglu
+
+
 class StructuredMLP(nn.Module):
-    """FFN with both linears structured: fc2(GELU(fc1(x))), fc1: d -> f, fc2: f -> d."""
+    """FFN with both linears structured (Wei et al., 2024): fc2(act(fc1(x))). GELU: fc1 d → f;
+    SwiGLU (official ``fused_swiglu``): fc1 d → 2f, act = SiLU(first half) ⊙ second half; fc2 f → d."""
 
     def __init__(self, dim: int, hidden: int, kind: str, *, rank: int | None = None, blocks: int | None = None,
-                 bias: bool = True, init: str | None = None, init_std: float = 0.02):
+                 bias: bool = True, init: str | None = None, init_std: float = 0.02, act: str = "gelu"):
         super().__init__()
         kw = {"rank": rank, "blocks": blocks, "bias": bias, "init": init, "init_std": init_std}
-        self.kind = kind
-        self.up = make_structured_linear(kind, dim, hidden, **kw)
+        self.kind, self.act = kind, act
+        self.activation = ffn_activation(act)
+        self.up = make_structured_linear(kind, dim, hidden * (2 if act == "swiglu" else 1), **kw)
         self.down = make_structured_linear(kind, hidden, dim, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x)))
+        return self.down(self.activation(self.up(x)))
 
 
 def structured_ffn(kind: str, *, rank: int | None = None, rank_fraction: float | None = None,
                    blocks: int | None = None, bias: bool = True, first_layer_dense: bool = True,
-                   init: str | None = None, init_std: float = 0.02) -> Callable[[int, int, int], nn.Module]:
+                   init: str | None = None, init_std: float = 0.02,
+                   act: str = "gelu") -> Callable[[int, int, int], nn.Module]:
     """An FFN factory ``(dim, hidden, layer_index) -> module`` for ``tenfold.models.GPT(ffn=...)``.
 
     Both linears of every FFN use ``kind`` with the same ``rank`` (or ``rank = rank_fraction · dim``,
-    e.g. 0.5 → 63% and 0.25 → 32% of a 4·dim FFN's parameters) and ``blocks``; layer 0's FFN stays
-    dense when ``first_layer_dense`` (as in the paper).
+    e.g. 0.5 → 63% and 0.25 → 32% of a 4·dim GELU FFN's parameters) and ``blocks``; layer 0's FFN stays
+    dense when ``first_layer_dense`` (as in the paper). ``act``: "gelu" or "swiglu" (the factory's
+    ``act`` attribute; the GPT checks it against its config's ``ffn_act``).
     """
     _choice("kind", kind, FFN_KINDS)
+    _choice("act", act, FFN_ACTS)
     if rank is not None and rank_fraction is not None:
         raise ValueError("give rank or rank_fraction, not both")
     if rank_fraction is not None and not 0 < rank_fraction <= 1:
@@ -392,10 +417,12 @@ def structured_ffn(kind: str, *, rank: int | None = None, rank_fraction: float |
 
     def factory(dim: int, hidden: int, layer_index: int) -> nn.Module:
         if kind == "dense" or (first_layer_dense and layer_index == 0):
-            return StructuredMLP(dim, hidden, "dense", bias=bias)
+            return StructuredMLP(dim, hidden, "dense", bias=bias, act=act)
         r = rank if rank_fraction is None else max(1, int(round(rank_fraction * dim)))
-        return StructuredMLP(dim, hidden, kind, rank=r, blocks=blocks, bias=bias, init=init, init_std=init_std)
+        return StructuredMLP(dim, hidden, kind, rank=r, blocks=blocks, bias=bias, init=init, init_std=init_std,
+                             act=act)
 
+    factory.act = act
     return factory
 
 
@@ -439,8 +466,35 @@ def guide_alpha(step: int, guided_steps: int, schedule: str = "cosine") -> float
         raise ValueError(f"guided_steps must be >= 1, got {guided_steps}")
     if step >= guided_steps:
         return 0.0
-    frac = max(step, 0) / guided_steps
-    return 0.5 * (1.0 + math.cos(math.pi * frac)) if schedule == "cosine" else 1.0 - frac
+    if schedule == "cosine":
+        return warmup_cosine(max(step, 0), warmup=0, decay_steps=guided_steps)
+    return 1.0 - max(step, 0) / guided_steps
+
+
+def sgt_steps(total_steps: int, ratio: float, mode: str = "fixedstep") -> tuple[int, int]:
+    """(guided steps T_g, steps trained) of self-guided training over a run of ``total_steps`` (as the
+    official ``set_self_guided_training``): T_g = max(1, int(ratio · total_steps)); ``fixedstep``
+    trains ``total_steps``, ``fixedflop`` trains ``total_steps + T_g`` (the last T_g steps replay the
+    first T_g batches, and the learning-rate schedule spans all of them)."""
+    _positive_int("total_steps", total_steps)
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    _choice("mode", mode, SGT_MODES)
+    guided = max(1, int(ratio * total_steps))
+    return guided, total_steps + (guided if mode == "fixedflop" else 0)
+
+
+def fixedflop_ratio(dense_macs: float, structured_macs: float, guide_macs: float, reduce_flop: bool = True) -> float:
+    """The guided fraction g for which fixed-FLOP self-guided training costs what dense training does
+    over the same number of steps T (multiply-adds per token of the dense model, of the structured
+    model and of all its guides). Training runs T(1 + g) structured steps and evaluates the guides on
+    gT steps, on average half of the calls with ``reduce_flop`` (mean α of the schedule = ½, as the
+    official FLOP count assumes): (1 + g)·structured + c·g·guide = dense, c = ½ or 1."""
+    if not dense_macs > structured_macs > 0 or not guide_macs > 0:
+        raise ValueError(f"need dense_macs > structured_macs > 0 and guide_macs > 0, got {dense_macs}, "
+                         f"{structured_macs}, {guide_macs}")
+    share = 0.5 if reduce_flop else 1.0
+    return (dense_macs - structured_macs) / (structured_macs + share * guide_macs)
 
 
 class SelfGuidedTraining:
@@ -450,19 +504,19 @@ class SelfGuidedTraining:
     and at the end deletes the guides from the model and the optimizer (``maybe_close``).
 
     ``reduce_flop``: each layer call uses the guide with probability α (seeded by ``seed``).
+    ``mode``: "fixedstep" or "fixedflop" (``train_steps`` = total_steps + guided_steps; the training
+    loop replays the first ``guided_steps`` batches at the end; see ``sgt_steps``).
     """
 
     def __init__(self, model: nn.Module, *, total_steps: int, ratio: float = 0.5, schedule: str = "cosine",
-                 reduce_flop: bool = False, init: str = "exact", seed: int = 0):
-        _positive_int("total_steps", total_steps)
-        if not 0 < ratio <= 1:
-            raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+                 reduce_flop: bool = False, init: str = "exact", seed: int = 0, mode: str = "fixedstep"):
+        self.guided_steps, self.train_steps = sgt_steps(total_steps, ratio, mode)
+        self.mode = mode
         self.schedule = _choice("schedule", schedule, SCHEDULES)
         _choice("init", init, GUIDE_INITS)
         self.layers = structured_layers(model)
         if not self.layers:
             raise ValueError("model has no structured layers to guide")
-        self.guided_steps = max(1, int(ratio * total_steps))
         self.count, self.closed, self.alpha = 0, False, 1.0
         for i, layer in enumerate(self.layers):
             generator = torch.Generator().manual_seed(seed * 1000 + i) if reduce_flop else None

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tenfold.train.lm import LMTrainConfig, count_loss_spikes, lr_at, train_gpt_on_text
+from tenfold.experiments.structured_ffn_lm import LMTrainConfig, count_loss_spikes, lr_scale, train_gpt_on_text
 from tenfold.utils.distributed import run_processes
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
@@ -12,12 +12,59 @@ MODEL = {"dim": 16, "num_layers": 2, "num_heads": 2, "max_seq_len": 8, "bias": T
 
 def test_lr_schedule_warmup_then_cosine_to_min():
     cfg = LMTrainConfig(steps=100, lr=1e-3, warmup_frac=0.1, min_lr_frac=0.1)
-    assert lr_at(0, cfg) == pytest.approx(1e-4)
-    assert lr_at(9, cfg) == pytest.approx(1e-3)
-    assert lr_at(99, cfg) == pytest.approx(1e-4)
+    lr_at = lambda step: cfg.lr * lr_scale(step, cfg)  # noqa: E731
+    assert lr_at(0) == pytest.approx(1e-4)
+    assert lr_at(9) == pytest.approx(1e-3)
+    assert lr_at(99) == pytest.approx(1e-4)
     mid = 10 + 89 / 2
-    assert lr_at(int(mid), cfg) == pytest.approx(1e-4 + 0.5 * 9e-4 * (1 + math.cos(math.pi * int(mid - 10) / 89)))
-    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 99))
+    assert lr_at(int(mid)) == pytest.approx(1e-4 + 0.5 * 9e-4 * (1 + math.cos(math.pi * int(mid - 10) / 89)))
+    assert all(lr_at(s) >= lr_at(s + 1) for s in range(10, 99))
+
+
+def test_fixedflop_schedule_spans_the_extra_guided_steps():
+    cfg = LMTrainConfig(steps=100, lr=1e-3, sgt=True, sgt_ratio=0.3, sgt_mode="fixedflop")
+    assert cfg.train_steps() == 130
+    assert lr_scale(129, cfg) == pytest.approx(0.1) and lr_scale(99, cfg) > 0.2
+    assert LMTrainConfig(steps=100, sgt_mode="fixedflop").train_steps() == 100  # no SGT: no extra steps
+    with pytest.raises(ValueError, match="sgt_mode"):
+        LMTrainConfig(sgt_mode="fixedflops")
+
+
+def test_fixedflop_sgt_costs_what_plain_lowrank_costs_at_the_matched_step_count():
+    """Fixed-FLOP SGT at T steps with the guided fraction of fixedflop_ratio costs the dense model's T
+    steps; plain LowRank trained for T·dense/structured steps costs the same (matrix-product FLOPs)."""
+    from tenfold.models.gpt import GPT, GPTConfig
+    from tenfold.experiments.structured_ffn_lm import matmul_macs_per_token
+    from tenfold.nn.structured import fixedflop_ratio, structured_ffn, structured_layers
+
+    steps, lowrank = 40, {"kind": "lowrank", "rank": 4}
+    cfg = GPTConfig(vocab_size=28, **MODEL)
+    dense_macs = matmul_macs_per_token(GPT(cfg))
+    net = GPT(cfg, ffn=structured_ffn(**lowrank))
+    structured_macs = matmul_macs_per_token(net)
+    guide_macs = sum(layer.in_features * layer.out_features for layer in structured_layers(net))
+    ratio = fixedflop_ratio(dense_macs, structured_macs, guide_macs, reduce_flop=False)
+    train = {"steps": steps, "batch_size": 4, "context": 8, "sgt": True, "sgt_ratio": ratio, "sgt_mode": "fixedflop"}
+    sgt = train_gpt_on_text(MODEL, train, seed=0, ffn=lowrank, text=TEXT)
+    matched = round(steps * dense_macs / structured_macs)
+    plain = train_gpt_on_text(MODEL, {"steps": matched, "batch_size": 4, "context": 8}, seed=0, ffn=lowrank, text=TEXT)
+    dense = train_gpt_on_text(MODEL, {"steps": steps, "batch_size": 4, "context": 8}, seed=0, text=TEXT)
+    assert sgt["train_steps"] == steps + int(ratio * steps) and len(sgt["losses"]) == sgt["train_steps"]
+    one_step = 6.0 * max(dense_macs, structured_macs + guide_macs) * 4 * 8
+    assert abs(sgt["train_flops"] - dense["train_flops"]) <= one_step
+    assert abs(plain["train_flops"] - dense["train_flops"]) <= one_step
+    assert sgt["guide_flops"] == 6.0 * guide_macs * 4 * 8 * int(ratio * steps)
+
+
+def test_fixedflop_replays_the_first_guided_batches_at_the_end():
+    train = {"steps": 8, "batch_size": 4, "context": 8, "lr": 1e-9, "sgt": True, "sgt_ratio": 0.5,
+             "sgt_mode": "fixedflop", "warmup_frac": 0.0}
+    record = train_gpt_on_text(MODEL, train, seed=5, ffn={"kind": "lowrank", "rank": 4}, text=TEXT)
+    assert record["train_steps"] == 12 and record["alphas"][4:] == [0.0] * 8
+    # at lr ~ 0 the model stays at its initial map: the replayed batches give the first batches' losses
+    first = train_gpt_on_text(MODEL, {**train, "sgt": False, "steps": 4}, seed=5, ffn={"kind": "lowrank", "rank": 4},
+                              text=TEXT)
+    assert record["losses"][8:12] == pytest.approx(first["losses"][:4], abs=1e-4)
 
 
 def test_loss_spike_counter():

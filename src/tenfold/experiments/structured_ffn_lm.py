@@ -1,6 +1,9 @@
-"""The language-model training loop: AdamW, gradient clipping, linear warm-up then cosine decay to
-``min_lr_frac · lr``, optional self-guided training of structured FFNs (Wei et al., 2024), loss-spike
-counting, and the same result in one process or under ``torchrun`` (DDP, gloo on CPU).
+"""The character-LM training of the structured-ffn experiment (Wei et al., 2024; see
+docs/methods/structured-ffn.md): AdamW, gradient clipping, linear warm-up then cosine decay to
+``min_lr_frac · lr`` (``tenfold.train.loop.warmup_cosine``), the step loop of
+``tenfold.train.loop.fit``, optional self-guided training of structured FFNs (fixed-step or
+fixed-FLOP), loss-spike counting, and the same result in one process or under ``torchrun`` (DDP,
+gloo on CPU). It lives beside the experiment because it serves only it.
 
 Data parallelism: every rank draws the same global batch from a generator seeded with ``seed`` and
 keeps its contiguous slice; DDP averages the gradients, so with equal slices the update equals one
@@ -11,7 +14,6 @@ process's update on the whole global batch. Run it with e.g.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -22,9 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tenfold.nn.structured import SCHEDULES, SelfGuidedTraining, structured_layers
+from tenfold.nn.structured import SCHEDULES, SGT_MODES, SelfGuidedTraining, sgt_steps, structured_layers
 from tenfold.tasks.text import CharCorpus
+from tenfold.train.loop import fit, warmup_cosine
 from tenfold.utils.distributed import world
+
+
+CORPORA = {"pydoc": CharCorpus.pydoc, "torch-source": CharCorpus.torch_source}
 
 
 @dataclass
@@ -45,6 +51,7 @@ class LMTrainConfig:
     sgt_ratio: float = 0.5
     sgt_schedule: str = "cosine"
     sgt_reduce_flop: bool = False
+    sgt_mode: str = "fixedstep"  # "fixedflop": steps + guided steps, the first guided batches replayed at the end
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "context"):
@@ -56,18 +63,21 @@ class LMTrainConfig:
             raise ValueError("warmup_frac must be in [0, 1) and min_lr_frac in [0, 1]")
         if self.sgt_schedule not in SCHEDULES:
             raise ValueError(f"sgt_schedule must be one of {SCHEDULES}, got {self.sgt_schedule!r}")
+        if self.sgt_mode not in SGT_MODES:
+            raise ValueError(f"sgt_mode must be one of {SGT_MODES}, got {self.sgt_mode!r}")
+
+    def train_steps(self) -> int:
+        """Optimizer steps actually run: ``steps``, plus the guided steps in fixed-FLOP SGT."""
+        return sgt_steps(self.steps, self.sgt_ratio, self.sgt_mode)[1] if self.sgt else self.steps
 
 
-def lr_at(step: int, cfg: LMTrainConfig) -> float:
-    """Learning rate of step ``step`` (0-based): linear warm-up over ``warmup_frac · steps`` steps,
-    then cosine from ``lr`` to ``min_lr_frac · lr`` at the last step."""
-    warmup = int(cfg.warmup_frac * cfg.steps)
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    span = max(cfg.steps - 1 - warmup, 1)
-    progress = min((step - warmup) / span, 1.0)
-    low = cfg.min_lr_frac * cfg.lr
-    return low + 0.5 * (cfg.lr - low) * (1 + math.cos(math.pi * progress))
+def lr_scale(step: int, cfg: LMTrainConfig) -> float:
+    """Learning-rate multiplier of step ``step`` (0-based) over the ``cfg.train_steps()`` steps run:
+    linear warm-up over ``int(warmup_frac · steps)`` steps, then cosine from 1 to ``min_lr_frac`` at
+    the last step."""
+    steps = cfg.train_steps()
+    warmup = int(cfg.warmup_frac * steps)
+    return warmup_cosine(step, warmup=warmup, decay_steps=max(steps - 1 - warmup, 1), floor=cfg.min_lr_frac)
 
 
 def count_loss_spikes(losses, window: int = 10, threshold: float = 0.3, start: int = 20) -> int:
@@ -153,64 +163,69 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig, seed: int
     per-step training losses (global-batch mean), α per step, final validation loss, loss spikes,
     training FLOPs (matrix products, ×3 for backward, guides included), deployed parameters, timing.
     Runs on the device of ``model``'s parameters (batches are drawn on the CPU, so a seed gives the
-    same batches on every device)."""
+    same batches on every device).
+
+    The steps run through ``fit`` (zero grad, forward and backward here, clipping, AdamW step, the
+    warm-up + cosine multiplier); the SGT hooks sit inside the step: α is lowered right after the
+    backward (before the clipping and the optimizer step) and the guides are closed at the start of
+    the first step after the last guided one. In fixed-FLOP SGT the batch generator restarts after
+    ``cfg.steps`` steps, so the last guided-steps batches replay the first ones."""
     rank, size = world().rank, world().size
     device = next(model.parameters()).device
     if cfg.batch_size % size:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the world size ({size})")
     per_rank = cfg.batch_size // size
     sgt = (SelfGuidedTraining(model, total_steps=cfg.steps, ratio=cfg.sgt_ratio, schedule=cfg.sgt_schedule,
-                              reduce_flop=cfg.sgt_reduce_flop, seed=seed) if cfg.sgt else None)
+                              reduce_flop=cfg.sgt_reduce_flop, seed=seed, mode=cfg.sgt_mode) if cfg.sgt else None)
     optimizer = make_optimizer(model, cfg)
-    net = _wrap(model, find_unused=sgt is not None)
-    generator = torch.Generator().manual_seed(seed)
+    state = {"net": _wrap(model, find_unused=sgt is not None), "generator": torch.Generator().manual_seed(seed),
+             "guide_flops": 0.0}
     macs = matmul_macs_per_token(model)
-    tokens_per_step = cfg.batch_size * cfg.context
-    losses, alphas, val_curve = [], [], []
-    guide_flops = 0.0
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    steps = range(cfg.steps) if progress is None else progress(range(cfg.steps))
-    for step in steps:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        x, y = corpus.batch("train", cfg.batch_size, cfg.context, generator)
+    steps = cfg.train_steps()
+    alphas, val_curve = [], []
+
+    def step_loss(step: int) -> torch.Tensor:
+        if sgt is not None and sgt.maybe_close(optimizer):
+            state["net"] = _wrap(model, find_unused=False)
+        if cfg.eval_every and step and step % cfg.eval_every == 0:
+            val_curve.append((step, evaluate_lm(model, corpus, cfg.context, cfg.eval_windows)))
+        if step == cfg.steps:  # fixed-FLOP SGT: replay the first batches
+            state["generator"] = torch.Generator().manual_seed(seed)
+        x, y = corpus.batch("train", cfg.batch_size, cfg.context, state["generator"])
         mine = slice(rank * per_rank, (rank + 1) * per_rank)
         x, y = x[mine].to(device), y[mine].to(device)
         calls_before = _guide_macs(model)
-        logits = net(x)
+        logits = state["net"](x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # (b*ctx, vocab)
-        guide_flops += 6.0 * (_guide_macs(model) - calls_before) * per_rank * cfg.context * size
-        optimizer.zero_grad(set_to_none=True)
+        state["guide_flops"] += 6.0 * (_guide_macs(model) - calls_before) * per_rank * cfg.context * size
         loss.backward()
         alphas.append(sgt.alpha if sgt is not None and not sgt.closed else 0.0)
         if sgt is not None:
             sgt.after_backward()
-        if cfg.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        optimizer.step()
-        if sgt is not None and sgt.maybe_close(optimizer):
-            net = _wrap(model, find_unused=False)
-        losses.append(_all_reduce([loss.item()])[0] / size)
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            val_curve.append((step + 1, evaluate_lm(model, corpus, cfg.context, cfg.eval_windows)))
+        return loss
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    local = fit(model, optimizer, step_loss, steps, schedule=lambda step: lr_scale(step, cfg), clip=cfg.clip,
+                progress=progress, backward=False)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    if sgt is not None and not sgt.closed:  # ratio 1: the guides close at the last step
+    losses = [value / size for value in _all_reduce(local)]
+    if sgt is not None and not sgt.closed:  # the guides close after the last guided step (ratio 1: the last step)
         sgt.count = max(sgt.count, sgt.guided_steps)
         sgt.maybe_close(optimizer)
     val = evaluate_lm(model, corpus, cfg.context, cfg.eval_windows)
-    val_curve.append((cfg.steps, val))
+    val_curve.append((steps, val))
     return {
         "losses": losses, "alphas": alphas, "val_loss": val, "val_curve": val_curve,
         "spikes": count_loss_spikes(losses),
-        "train_flops": 6.0 * macs * tokens_per_step * cfg.steps + guide_flops,
-        "guide_flops": guide_flops, "params": deployed_params(model),
-        "s_per_step": wall / cfg.steps, "cpu_s": cpu, "world_size": size,
+        "train_flops": 6.0 * macs * cfg.batch_size * cfg.context * steps + state["guide_flops"],
+        "guide_flops": state["guide_flops"], "params": deployed_params(model), "train_steps": steps,
+        "s_per_step": wall / steps, "cpu_s": cpu, "world_size": size,
     }
 
 
 def train_gpt_on_text(model: dict, train: dict, seed: int = 0, ffn: dict | None = None, text: str | None = None,
                       rope: bool = False, return_weights: bool = False, paired_init: bool = False,
-                      device: str = "cpu") -> dict:
+                      device: str = "cpu", corpus: str = "pydoc") -> dict:
     """Build a character corpus (``text``, or the pydoc topics when None), seed torch with ``seed``,
     build ``GPT(GPTConfig(vocab_size=..., **model), ffn=structured_ffn(**ffn))`` (with a shared
     ``RotaryEmbedding`` and no learned positions when ``rope``) and train it with
@@ -225,7 +240,7 @@ def train_gpt_on_text(model: dict, train: dict, seed: int = 0, ffn: dict | None 
     from tenfold.models.gpt import GPT, GPTConfig
     from tenfold.nn.structured import copy_dense_init, structured_ffn
 
-    corpus = CharCorpus.pydoc() if text is None else CharCorpus(text)
+    corpus = CORPORA[corpus]() if text is None else CharCorpus(text)
     torch.manual_seed(seed)
     cfg = GPTConfig(vocab_size=corpus.vocab_size, **({**model, "pos_embedding": "none"} if rope else model))
     rotary = None
