@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from tenfold.models.radt import RADT, AlgorithmDistillation, CrossAttention, DecisionTransformer, sample_top_p
+from tenfold.models.radt import (RADT, AlgorithmDistillation, CrossAttention, DecisionTransformer, decode_actions,
+                                 sample_above_quantile, sample_top_p)
 
 
 def _steps(batch, length, seed=0):
@@ -56,22 +57,22 @@ def test_losses_are_masked_on_padding():
     changed["actions"][:, 3:] = (changed["actions"][:, 3:] + 1) % 5
     changed["rtg"][:, 3:] = 0
     assert torch.allclose(model.loss(ctx, mem), model.loss(changed, mem))
-    dt = DecisionTransformer(size=(6, 6), horizon=12, max_rtg=12, context=5, dim=32)
+    dt = DecisionTransformer(size=(6, 6), horizon=12, max_rtg=12, context=5, dim=32).eval()
     assert torch.allclose(dt.loss(ctx), dt.loss(changed))
-    ad = AlgorithmDistillation(size=(6, 6), horizon=12, max_rtg=12, context=5, dim=32)
+    ad = AlgorithmDistillation(size=(6, 6), horizon=12, max_rtg=12, context=5, dim=32).eval()
     assert torch.allclose(ad.loss(ctx), ad.loss(changed))
     assert ad(ctx)[0].shape == (2, 5, 5)
 
 
 def test_dt_causal_and_gradients_flow():
-    dt = DecisionTransformer(size=(6, 6), horizon=12, max_rtg=12, context=5, dim=32)
+    dt = DecisionTransformer(size=(6, 6), horizon=12, max_rtg=12, context=5, dim=32).eval()
     ctx = _steps(2, 5)
     base, rtg = dt(ctx)
     assert rtg.shape == (2, 5, 13)
     later = {k: v.clone() for k, v in ctx.items()}
     later["rtg"][:, 4] = 0
     assert torch.allclose(dt(later)[0][:, :4], base[:, :4], atol=1e-6)
-    dt.loss(ctx).backward()
+    dt.train().loss(ctx).backward()
     assert all(p.grad is not None for p in dt.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="context"):
         dt(_steps(1, 6))
@@ -125,3 +126,53 @@ def test_load_decision_transformer_equals_dt_without_memory():
     assert not torch.allclose(a_dt, a_mem, atol=1e-4)
     with pytest.raises(ValueError, match="dt"):
         model.load_decision_transformer(_radt())
+
+
+def test_official_decoding_keeps_the_logits_above_the_median():
+    logits = torch.tensor([[0.0, 3.0, 1.0, -1.0, 0.5]]).repeat(4000, 1)
+    gen = torch.Generator().manual_seed(0)
+    picks = sample_above_quantile(logits, 0.5, generator=gen)
+    assert set(picks.tolist()) == {1, 2}  # strictly above the median 0.5: actions 1 and 2
+    share = (picks == 1).float().mean()
+    expected = 1 / (1 + torch.exp(torch.tensor(-2.0)))  # softmax over (3, 1) at T = 1
+    assert abs(share - expected) < 0.03
+    # a quantile equal to the maximum keeps every action (the official guard)
+    tied = torch.tensor([[1.0, 1.0, 1.0, 0.0, 0.0]]).repeat(4000, 1)
+    assert set(sample_above_quantile(tied, 0.5, generator=gen).tolist()) == {0, 1, 2, 3, 4}
+    assert (decode_actions(logits, "argmax") == 1).all()
+    assert (decode_actions(logits, "nucleus", top_p=0.5, generator=gen) == 1).all()  # greedy where p_top >= 0.5
+    assert set(decode_actions(logits, "official", generator=gen).tolist()) == {1, 2}
+    with pytest.raises(ValueError, match="decode"):
+        decode_actions(logits, "greedy")
+    with pytest.raises(ValueError, match="quantile"):
+        sample_above_quantile(logits, 1.5)
+
+
+def test_default_decoding_per_model():
+    kw = dict(size=(6, 6), horizon=12, max_rtg=12, context=5, dim=32)
+    assert DecisionTransformer(**kw).default_decode == "argmax"
+    assert AlgorithmDistillation(**kw).default_decode == "argmax"
+    assert RADT(**kw, memory_steps=8).default_decode == "official"
+
+
+def test_no_timestep_embedding_by_default():
+    kw = dict(size=(6, 6), horizon=12, max_rtg=12, context=5, dim=32)
+    torch.manual_seed(0)
+    plain = DecisionTransformer(**kw).eval()
+    ctx = _steps(2, 5)
+    shifted = dict(ctx, timesteps=ctx["timesteps"] + 3)
+    assert plain.embed.time is None and torch.equal(plain(ctx)[0], plain(shifted)[0])
+    timed = DecisionTransformer(**kw, time_embed=True).eval()
+    assert not torch.allclose(timed(ctx)[0], timed(shifted)[0])
+
+
+def test_dropout_is_official_by_default_and_off_in_eval():
+    kw = dict(size=(6, 6), horizon=12, max_rtg=12, context=5, dim=32, memory_steps=8)
+    torch.manual_seed(0)
+    model, ctx, mem = RADT(**kw), _steps(2, 5), _steps(2, 8, seed=1)
+    assert model.drop.p == 0.1 and all(block.drop.p == 0.1 for block in model.blocks)
+    assert not torch.allclose(model.train()(ctx, mem)[0], model(ctx, mem)[0])
+    model.eval()
+    assert torch.equal(model(ctx, mem)[0], model(ctx, mem)[0])
+    with pytest.raises(ValueError, match="dropout"):
+        RADT(**kw, dropout=1.0)

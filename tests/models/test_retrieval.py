@@ -197,3 +197,31 @@ def test_preselection_fallback_handles_wide_ties():
     _, ids = index.search(torch.tensor([[1.0, 0.2]]), 30)
     expect = [i for i in range(60) if i % 7][:30]
     assert ids[0].tolist() == expect
+
+
+def test_official_anchors_key_before_the_anchor_and_full_length_values():
+    emb = HopfieldEmbedder(size=(5, 5), max_rtg=20, dim=16, num_layers=0, pool_steps=5)
+    mem = TrajectoryMemory(embedder=emb, dim=16, stride=5, context=10, past=5, future=5)  # H = 20: 100 / 5
+    key_ends, value_ends, anchors = mem.anchor_steps(20)
+    assert anchors.tolist() == [0, 5, 10, 15]  # official: 0, 25, 50, 75 at H = 100
+    assert key_ends.tolist() == [1, 4, 9, 14]  # steps max(0, i-C) .. max(2, i) - 1
+    ep = _episodes(n=1, horizon=20)
+    mem.add_episodes(ep, task=[0], traj=[0], returns=[1.0])
+    assert mem.values["mask"].all()  # every value window has full length inside the episode
+    starts = [0, 0, 5, 10]  # [i - 5, i + 5) shifted into [0, 20)
+    for j, start in enumerate(starts):
+        assert torch.equal(mem.values["actions"][j], ep["actions"][0, start:start + 10])
+    keys = emb(slice_steps(ep, torch.zeros(4, dtype=torch.long), key_ends, 10))
+    assert torch.allclose(mem.index.keys, torch.nn.functional.normalize(keys, dim=-1), atol=1e-6)
+    end = TrajectoryMemory(embedder=emb, dim=16, stride=5, context=10, past=5, future=5, anchors="end")
+    assert end.anchor_steps(20)[0].tolist() == [4, 9, 14, 19]
+    with pytest.raises(ValueError, match="anchors"):
+        TrajectoryMemory(embedder=emb, dim=16, stride=5, context=10, past=5, future=5, anchors="middle")
+
+
+def test_episodic_memory_inner_product_is_the_official_default():
+    emb = HopfieldEmbedder(size=(5, 5), max_rtg=12, dim=16, num_layers=0, pool_steps=3)
+    ip = EpisodicMemory(num_tasks=1, embedder=emb, dim=16, stride=3, context=6, past=3, future=3)
+    cos = EpisodicMemory(num_tasks=1, embedder=emb, dim=16, stride=3, context=6, past=3, future=3,
+                         similarity="cosine")
+    assert not ip.memories[0].index.normalize and cos.memories[0].index.normalize

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+import torch
 
 from tenfold.envs.dark_room import DarkRoomEnv, goal_split, optimal_return
-from tenfold.tasks.learning_histories import q_learning_history
+from tenfold.tasks.learning_histories import episode_steps, q_learning_history, right_padded
 
 
 def test_returns_rise_from_random_to_near_optimal():
@@ -42,3 +43,27 @@ def test_seeded_and_validated():
         q_learning_history(goals, size=4, horizon=5, lr=0.0)
     with pytest.raises(ValueError, match="episodes"):
         q_learning_history(goals, size=4, horizon=5, episodes=0)
+
+
+def test_small_learning_rate_history_improves_gradually():
+    """The experiment's histories (lr 0.1, no optimistic init, epsilon 1 -> 0.05): returns rise from
+    about random to near optimal without a jump, as a PPO learner's do (lr 1.0 jumps once the goal is found)."""
+    train, _ = goal_split(7, 12, seed=20)
+    hist = q_learning_history(train, size=7, horizon=20, episodes=250, lr=0.1, optimistic_init=0.0,
+                              eps=(1.0, 0.05), seed=20)
+    opt = np.array([optimal_return(7, 20, g) for g in hist.goals], dtype=float)
+    deciles = (hist.returns / opt[:, None]).reshape(len(train), 10, -1).mean((0, 2))
+    assert deciles[0] < 0.1 and deciles[-1] > 0.7
+    steps = np.diff(deciles)
+    assert (steps > -0.02).all()  # never falls back
+    assert steps.max() < 0.2 and (steps > 0.03).sum() >= 6  # many small steps, no single jump
+
+
+def test_right_padded_puts_valid_steps_first():
+    gen = torch.Generator().manual_seed(0)
+    steps = episode_steps(torch.randint(0, 5, (2, 8, 2), generator=gen), torch.randint(0, 5, (2, 8), generator=gen),
+                          torch.randint(0, 2, (2, 8), generator=gen))
+    ctx = right_padded(steps, torch.tensor([0, 1]), torch.tensor([2, 7]), 4)
+    assert ctx["mask"].tolist() == [[True, True, True, False], [True, True, True, True]]
+    assert torch.equal(ctx["actions"][0, :3], steps["actions"][0, :3]) and ctx["actions"][0, 3] == 0
+    assert torch.equal(ctx["actions"][1], steps["actions"][1, 4:8])

@@ -20,6 +20,7 @@ from torch import nn
 
 from tenfold.models.decision import CausalTransformer
 from tenfold.tasks.learning_histories import cat_steps, index_steps, slice_steps
+from tenfold.utils.checks import check_choice, check_int, check_positive
 
 
 # ----------------------------------------------------------------------------- embedders
@@ -375,17 +376,22 @@ def rescore(sim: torch.Tensor, valid: torch.Tensor, *, same_task: torch.Tensor |
 # ----------------------------------------------------------------------------- memories
 class TrajectoryMemory:
     """Keys (in an index) and value windows of sub-trajectories, with task / trajectory / return
-    metadata. ``add_episodes`` walks each episode with stride ``stride``: key = g(steps i-C+1..i),
-    value = steps i-past+1..i+future, for anchors i = stride-1, 2*stride-1, ..."""
+    metadata. ``add_episodes`` walks each episode of length H with stride ``stride``:
+
+    * ``anchors="official"`` (the official cache): anchors i = 0, stride, 2*stride, ... < H; key =
+      g(steps max(0, i-C) .. max(2, i)-1), i.e. the context *before* step i (at least 2 steps); value =
+      the past + future steps i-past .. i+future-1, shifted to lie inside the episode at full length
+      (``full_context_len``).
+    * ``anchors="end"``: anchors i = stride-1, 2*stride-1, ...; key = g(steps i-C+1..i); value = steps
+      i-past+1..i+future, padded outside the episode."""
 
     def __init__(self, *, embedder: nn.Module, dim: int, stride: int, context: int, past: int, future: int,
-                 backend: str = "torch", normalize: bool = True):
-        for name, v in (("stride", stride), ("context", context), ("past", past)):
-            if v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        if future < 0:
-            raise ValueError(f"future must be >= 0, got {future}")
+                 backend: str = "torch", normalize: bool = True, anchors: str = "official"):
+        check_positive(stride=stride, context=context, past=past)
+        check_int("future", future, 0)
+        check_choice("anchors", anchors, ("official", "end"))
         self.embedder, self.stride, self.context, self.past, self.future = embedder, stride, context, past, future
+        self.anchors = anchors
         self.index = make_index(dim=dim, backend=backend, normalize=normalize)
         self.values: dict | None = None
         self.anchor = torch.zeros(0, dtype=torch.long)
@@ -396,15 +402,25 @@ class TrajectoryMemory:
     def add_episodes(self, steps: dict, *, task, traj, returns) -> None:
         """steps: (E, H) episodes; task, traj, returns: (E,)."""
         episodes, horizon = steps["actions"].shape
-        anchors = torch.arange(self.stride - 1, horizon, self.stride)
+        key_ends, value_ends, anchors = self.anchor_steps(horizon)
         rows = torch.arange(episodes).repeat_interleave(len(anchors))  # (E*A,)
         ends = anchors.repeat(episodes)
-        keys = embed_batched(self.embedder, slice_steps(steps, rows, ends, self.context))
-        values = slice_steps(steps, rows, ends, self.past, self.future)
+        keys = embed_batched(self.embedder, slice_steps(steps, rows, key_ends.repeat(episodes), self.context))
+        values = slice_steps(steps, rows, value_ends.repeat(episodes), self.past, self.future)
         expand = lambda v: torch.as_tensor(v).reshape(episodes).repeat_interleave(len(anchors))  # noqa: E731
         self.index.add(keys, task=expand(task), traj=expand(traj), utility=expand(returns).float())
         self.values = values if self.values is None else cat_steps([self.values, values])
         self.anchor = torch.cat([self.anchor, ends])
+
+    def anchor_steps(self, horizon: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(last step of each key window, step at which each value window ends its past part, anchors)."""
+        if self.anchors == "end":
+            anchors = torch.arange(self.stride - 1, horizon, self.stride)
+            return anchors, anchors, anchors
+        anchors = torch.arange(0, horizon, self.stride)
+        key_ends = anchors.clamp_min(min(2, horizon)) - 1
+        value_starts = (anchors - self.past).clamp(0, max(0, horizon - self.past - self.future))
+        return key_ends, value_starts + self.past - 1, anchors
 
     def keep(self, mask: torch.Tensor) -> None:
         old = self.index.keep(mask)
@@ -431,14 +447,17 @@ class TrajectoryMemory:
 class EpisodicMemory:
     """The evaluation memory of RA-DT: one :class:`TrajectoryMemory` per task, each starting empty and
     filled with the agent's own episodes (utility = episode return). ``retrieve`` re-scores the top
-    ``candidates`` by minmax(sim) + w_util * minmax(return) and returns the best ``top_k`` windows."""
+    ``candidates`` by minmax(sim) + w_util * minmax(return) and returns the best ``top_k`` windows.
+    ``similarity="ip"`` (official: the eval cache is not normalised) scores by the raw inner product,
+    ``"cosine"`` by the cosine; ``anchors`` as in :class:`TrajectoryMemory`."""
 
     def __init__(self, *, num_tasks: int, embedder: nn.Module, dim: int, stride: int, context: int, past: int,
-                 future: int, backend: str = "torch", similarity: str = "cosine"):
+                 future: int, backend: str = "torch", similarity: str = "ip", anchors: str = "official"):
         if similarity not in ("cosine", "ip"):
             raise ValueError(f"similarity must be 'cosine' or 'ip', got {similarity!r}")
         self.memories = [TrajectoryMemory(embedder=embedder, dim=dim, stride=stride, context=context, past=past,
-                                          future=future, backend=backend, normalize=similarity == "cosine")
+                                          future=future, backend=backend, normalize=similarity == "cosine",
+                                          anchors=anchors)
                          for _ in range(num_tasks)]
         self.embedder, self.episodes = embedder, 0
 
