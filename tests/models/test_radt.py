@@ -155,15 +155,17 @@ def test_default_decoding_per_model():
     assert RADT(**kw, memory_steps=8).default_decode == "official"
 
 
-def test_no_timestep_embedding_by_default():
+def test_timestep_embedding_option():
     kw = dict(size=(6, 6), horizon=12, max_rtg=12, context=5, dim=32)
     torch.manual_seed(0)
-    plain = DecisionTransformer(**kw).eval()
     ctx = _steps(2, 5)
     shifted = dict(ctx, timesteps=ctx["timesteps"] + 3)
+    timed = DecisionTransformer(**kw).eval()  # official Dark-Room policy: use_time_embds defaults to True
+    assert timed.embed.time is not None and not torch.allclose(timed(ctx)[0], timed(shifted)[0])
+    plain = DecisionTransformer(**kw, time_embed=False).eval()
     assert plain.embed.time is None and torch.equal(plain(ctx)[0], plain(shifted)[0])
-    timed = DecisionTransformer(**kw, time_embed=True).eval()
-    assert not torch.allclose(timed(ctx)[0], timed(shifted)[0])
+    radt = RADT(**kw, memory_steps=8, time_embed=False)
+    assert radt.memory_embed.time is None
 
 
 def test_dropout_is_official_by_default_and_off_in_eval():

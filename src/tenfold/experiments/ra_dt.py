@@ -52,7 +52,7 @@ class Config:
     num_layers: int = 2
     num_heads: int = 4
     dropout: float = 0.1  # official (HF GPT-2 default)
-    time_embed: bool = False  # official: use_time_embds False (token positions only)
+    time_embed: bool = True  # official Dark-Room policy: use_time_embds (model default True) + global positions
     context: int = 10  # DT / RA-DT context in steps (official 50 at H = 100: H / 2)
     # retrieval (official at H = 100: cache_steps 25, 25 past + 25 future, min_seq_len 10; here scaled by H / 100)
     anchors: str = "official"  # "official": anchors 0, s, 2s, ...; "end": anchors s-1, 2s-1, ... (see TrajectoryMemory)

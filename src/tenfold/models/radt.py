@@ -13,8 +13,10 @@ first), so causal attention never sees padding.
   the retrieved sub-trajectory -> MLP (pre-LN), the memory embedded by separate embedding layers,
   LayerNorm and position table; with no memory the cross-attention sub-layer is skipped.
 
-As in the official RA-DT code (HF GPT-2, ``use_time_embds: False``): token positions only, no timestep
-embedding (``time_embed=True`` adds one); dropout 0.1 on the embeddings and on every residual branch.
+As in the official RA-DT code for Dark-Room (HF GPT-2 with ``global_pos_embds`` and the model's default
+``use_time_embds=True``): learned token positions plus a timestep embedding added to every token of the
+context and of the memory (``time_embed=False``: token positions only); dropout 0.1 on the embeddings
+and on every residual branch.
 Actions are decoded by :func:`decode_actions`: ``"official"`` (the official ``sample_from_logits``:
 sample at T = 1 among the logits strictly above their ``top_p`` quantile; RA-DT's default),
 ``"argmax"`` (the official DT and AD, ``stochastic_policy: False``) or ``"nucleus"`` (top-p sampling).
@@ -38,7 +40,7 @@ class StepEmbedding(nn.Module):
     """Per-modality embeddings of a step (plus a timestep embedding when ``time_embed``) and LayerNorm:
     (B, L) steps -> (B, L, n_tokens, dim) for ``tokens`` drawn from "s", "R", "a", "r"."""
 
-    def __init__(self, *, dim: int, size: tuple[int, int], max_rtg: int, horizon: int, time_embed: bool = False):
+    def __init__(self, *, dim: int, size: tuple[int, int], max_rtg: int, horizon: int, time_embed: bool = True):
         super().__init__()
         self.width, self.height = size
         self.max_rtg = max_rtg
@@ -147,14 +149,14 @@ class DecisionTransformer(nn.Module):
     as the RA-DT code's discrete DT: pi(a_t | s_<=t, R_<=t, a_<t, r_<t). ``context`` is in steps.
 
     GPT-2 trunk: learned token positions, pre-LN blocks, dropout ``dropout`` (official 0.1) on the
-    embeddings and residual branches; ``time_embed`` adds a timestep embedding (official: none)."""
+    embeddings and residual branches; a timestep embedding on every token (``time_embed``, official)."""
 
     tokens = "sRar"
     default_decode = "argmax"  # the official DT / AD: stochastic_policy False
     cross = False
 
     def __init__(self, *, size: tuple[int, int], horizon: int, max_rtg: int, context: int, dim: int = 64,
-                 num_layers: int = 2, num_heads: int = 4, dropout: float = 0.1, time_embed: bool = False):
+                 num_layers: int = 2, num_heads: int = 4, dropout: float = 0.1, time_embed: bool = True):
         super().__init__()
         check_positive(horizon=horizon, max_rtg=max_rtg, context=context, dim=dim, num_layers=num_layers,
                        num_heads=num_heads)
@@ -264,7 +266,7 @@ class RADT(DecisionTransformer):
 
     def __init__(self, *, size: tuple[int, int], horizon: int, max_rtg: int, context: int, memory_steps: int,
                  dim: int = 64, num_layers: int = 2, num_heads: int = 4, separate_memory_embed: bool = True,
-                 dropout: float = 0.1, time_embed: bool = False):
+                 dropout: float = 0.1, time_embed: bool = True):
         check_positive(memory_steps=memory_steps)
         self.memory_steps = memory_steps
         super().__init__(size=size, horizon=horizon, max_rtg=max_rtg, context=context, dim=dim,
