@@ -87,12 +87,14 @@ class Config:
     clip: float = 0.25
     warmup: int = 100
     retrain_ablation: bool = False  # retrain RA-DT without own-trajectory exclusion (the no-exclusion ablation)
+    radt_init: str = "scratch"  # "dt": start RA-DT from the trained DT's weights (config-only path, see card)
     # evaluation
     eval_episodes: int = 20
     eval_samples: int = 3  # independent sampling runs of every evaluation (goals replicated, run in parallel)
     eval_target: str = "episode"  # official: one target per episode ~ N(mean optimal, 5 % of H); "fixed"
     target_std: float = 0.05  # fraction of H (official N(90, 5) at H = 100)
     eval_similarity: str = "ip"  # official eval cache: raw inner product; "cosine"
+    eval_random_early: bool = False  # True: at evaluation t < min_seq_len -> a random window (round 1); official: False
     decode_radt: str = "official"  # official sample_from_logits(top_p=0.5): above the median logit, T = 1
     decode_baselines: str = "argmax"  # official DT and AD: stochastic_policy False
     top_p: float = 0.5  # the quantile of "official", the mass of "nucleus"
@@ -114,8 +116,9 @@ PRESETS = {
 }
 
 ARMS = ("dt", "ad", "radt", "radt_no_rescore", "radt_random", "radt_no_exclusion")
-CHOICES = {"anchors": ("official", "end"), "train_retrieval": ("batch", "pool"), "eval_target": ("episode", "fixed"),
-           "eval_similarity": ("ip", "cosine"), "decode_radt": DECODES, "decode_baselines": DECODES}
+CHOICES = {"radt_init": ("scratch", "dt"), "anchors": ("official", "end"), "train_retrieval": ("batch", "pool"),
+           "eval_target": ("episode", "fixed"), "eval_similarity": ("ip", "cosine"), "decode_radt": DECODES,
+           "decode_baselines": DECODES}
 
 
 def check_config(cfg: Config) -> None:
@@ -360,7 +363,7 @@ def _policy_step(kind, model, ep, history, t, cfg, gen, memory, mode, rows, deco
     last = torch.full((n,), min(t, cfg.context - 1))
     mem = None
     if kind == "radt" and len(memory):
-        if mode == "random":
+        if mode == "random" or (cfg.eval_random_early and t < cfg.min_seq_len):
             mem = memory.retrieve(None, mode="random", top_k=cfg.top_k, generator=gen)
         else:
             query = memory.embedder(slice_steps(ep, rows, ends, cfg.context))
@@ -447,6 +450,8 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
         record[f"retrieval_{name}"] = retriever.stats(steps, probe_rows, probe_ends,
                                                       retriever(steps, probe_rows, probe_ends, gen))
         model = RADT(context=cfg.context, memory_steps=cfg.top_k * (cfg.mem_past + cfg.mem_future), **common).to(device)
+        if cfg.radt_init == "dt":
+            model.load_decision_transformer(dt)
         batches = _radt_batches(steps, retriever, cfg, gen)
         record[f"loss_{name}"] = timed(f"train_{name}", lambda: _train(model, batches, cfg.radt_train_steps, cfg,
                                                                         gen, device))[-50:]
