@@ -24,12 +24,7 @@ import torch
 from torch import nn
 
 from tenfold.models.gpt import Block, GPTConfig, make_norm
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+from tenfold.utils.checks import check_positive
 
 
 def _block_config(d_model: int, n_heads: int, n_layers: int, mlp_ratio: float) -> GPTConfig:
@@ -71,7 +66,7 @@ class InContextTransformer(nn.Module):
     def __init__(self, *, d_in: int, d_out: int, d_model: int = 64, n_heads: int = 4, n_layers: int = 3,
                  mlp_ratio: float = 2.0):
         super().__init__()
-        _check_positive(d_in=d_in, d_out=d_out, d_model=d_model, n_heads=n_heads, n_layers=n_layers)
+        check_positive(d_in=d_in, d_out=d_out, d_model=d_model, n_heads=n_heads, n_layers=n_layers)
         cfg = _block_config(d_model, n_heads, n_layers, mlp_ratio)
         self.d_in, self.d_out = d_in, d_out
         self.embed = nn.Linear(d_in + d_out + 1, d_model)
@@ -110,7 +105,7 @@ class ContextEncoder(nn.Module):
     def __init__(self, *, d_in: int, d_out: int, d_latent: int, d_model: int = 64, n_heads: int = 4,
                  n_layers: int = 3, mlp_ratio: float = 2.0):
         super().__init__()
-        _check_positive(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model, n_heads=n_heads,
+        check_positive(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model, n_heads=n_heads,
                         n_layers=n_layers)
         cfg = _block_config(d_model, n_heads, n_layers, mlp_ratio)
         self.d_in, self.d_out = d_in, d_out
@@ -146,7 +141,7 @@ class SetEncoder(nn.Module):
 
     def __init__(self, *, d_in: int, d_out: int, d_latent: int, d_model: int = 64, n_layers: int = 2):
         super().__init__()
-        _check_positive(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model, n_layers=n_layers)
+        check_positive(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model, n_layers=n_layers)
         self.d_in, self.d_out = d_in, d_out
         self.phi = _code_mlp(d_in + d_out, d_model, n_layers)
         self.to_latent = nn.Linear(d_model, d_latent)
@@ -172,7 +167,7 @@ class BilinearSetEncoder(nn.Module):
 
     def __init__(self, *, d_in: int, d_out: int, d_latent: int, d_model: int = 64, n_layers: int = 2):
         super().__init__()
-        _check_positive(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model, n_layers=n_layers)
+        check_positive(d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model, n_layers=n_layers)
         self.d_in, self.d_out = d_in, d_out
         self.input_code = _code_mlp(d_in, d_model, n_layers)
         self.target_code = nn.Linear(d_out, d_model)
@@ -198,7 +193,7 @@ class LinearHypernetMLP(nn.Module):
 
     def __init__(self, *, d_latent: int, d_in: int, hidden: int = 16, d_out: int):
         super().__init__()
-        _check_positive(d_latent=d_latent, d_in=d_in, hidden=hidden, d_out=d_out)
+        check_positive(d_latent=d_latent, d_in=d_in, hidden=hidden, d_out=d_out)
         self.d_latent, self.d_in, self.hidden, self.d_out = d_latent, d_in, hidden, d_out
         self.weight_bank = nn.Parameter(torch.randn(d_latent, d_in, hidden) / math.sqrt(d_latent * d_in))
         self.bias_bank = nn.Parameter(torch.zeros(d_latent, hidden))
@@ -250,7 +245,7 @@ class HypernetOracle(nn.Module):
 
     def __init__(self, *, n_modules: int, k_max: int, d_in: int, hidden: int = 16, d_out: int):
         super().__init__()
-        _check_positive(n_modules=n_modules, k_max=k_max)
+        check_positive(n_modules=n_modules, k_max=k_max)
         self.k_max = k_max
         self.hypernet = LinearHypernetMLP(d_latent=n_modules, d_in=d_in, hidden=hidden, d_out=d_out)
 

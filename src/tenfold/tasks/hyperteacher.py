@@ -149,34 +149,6 @@ def _random_split(combos, n_modules, k_max, frac_ood, n_ood, holdout_min_k, requ
 
 
 # --------------------------------------------------------------------------- the teacher
-@dataclass
-class HyperteacherConfig:
-    """Generator settings (defaults: the CPU preset of the compositional experiment)."""
-
-    d_in: int = 8
-    d_out: int = 4
-    hidden: tuple[int, ...] = (16,)
-    n_modules: int = 6
-    k_max: int = 2
-    weighting: str = "discrete"
-    module_bias: bool = True
-    scale: float = 3 ** 0.5
-    support: str = "random"
-    frac_ood: float = 0.25
-    n_ood: int | None = 5
-    holdout_min_k: int = 2
-    data_seed: int = 0
-
-    def split(self) -> Split:
-        return make_split(self.n_modules, self.k_max, support=self.support, frac_ood=self.frac_ood,
-                          n_ood=self.n_ood, holdout_min_k=self.holdout_min_k, seed=self.data_seed)
-
-    def teacher(self) -> Hyperteacher:
-        return Hyperteacher(d_in=self.d_in, d_out=self.d_out, hidden=self.hidden, n_modules=self.n_modules,
-                            k_max=self.k_max, weighting=self.weighting, module_bias=self.module_bias,
-                            scale=self.scale, seed=self.data_seed)
-
-
 def variance_scaling_(tensor: torch.Tensor, fan_in: int, scale: float, generator: torch.Generator) -> torch.Tensor:
     """Flax ``variance_scaling(scale, "fan_in", "truncated_normal")``: a normal truncated to +-2 std
     whose variance after truncation is ``scale / fan_in`` (``scale`` multiplies the variance)."""
@@ -186,7 +158,7 @@ def variance_scaling_(tensor: torch.Tensor, fan_in: int, scale: float, generator
 
 
 class Hyperteacher(nn.Module):
-    """Teacher MLPs generated from a module bank by a task latent (Schug et al., 2024, §2.1 of the spec).
+    """Teacher MLPs generated from a module bank by a task latent (Schug et al., ICLR 2024).
 
     Buffers: ``bank_l`` (M, d_{l-1}, d_l), ``bias_l`` (M, d_l) for every generated layer l and the
     fixed ``readout`` (d_L, d_out). ``forward(z, x)``: z (B, M), x (B, T, d_in) -> y (B, T, d_out).
@@ -354,7 +326,7 @@ class ICLTaskSampler:
 def r2_per_task(y_hat: torch.Tensor, y: torch.Tensor, per_unit: bool = False) -> torch.Tensor:
     """Coefficient of determination of each task over its queries: y_hat, y (B, Q, d_out) -> (B,).
 
-    Default (spec §2.5): R2_j = 1 - sum_{q,d} (y_hat - y)^2 / sum_{q,d} (y - mean_q y)^2.
+    Default (per task, summed over queries and outputs): R2_j = 1 - sum_{q,d} (y_hat - y)^2 / sum_{q,d} (y - mean_q y)^2.
     ``per_unit=True`` (the 2025 official code): mean over q, d of (y_hat - y)^2 / var_q(y)_{j,d}.
     Average the result over tasks; never pool tasks.
     """
