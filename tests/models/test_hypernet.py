@@ -3,8 +3,8 @@ import io
 import pytest
 import torch
 
-from tenfold.models.hypernet import (BilinearSetEncoder, HypernetBottleneck, HypernetOracle, InContextTransformer,
-                                     LinearHypernetMLP, SetEncoder, icl_attention_mask)
+from tenfold.models.hypernet import (ENCODERS, BilinearSetEncoder, ContextEncoder, HypernetBottleneck, HypernetOracle,
+                                     InContextTransformer, LinearHypernetMLP, SetEncoder, icl_attention_mask)
 from tenfold.tasks.hyperteacher import Hyperteacher, ICLTaskSampler, make_split, r2_per_task
 
 D_IN, D_OUT, M = 5, 3, 4
@@ -27,17 +27,20 @@ def _models():
         "bottleneck_deepset": HypernetBottleneck(d_in=D_IN, d_out=D_OUT, d_latent=M, hidden=7, encoder="deepset",
                                                  d_model=16, n_layers=2),
         "oracle": HypernetOracle(n_modules=M, k_max=2, d_in=D_IN, hidden=7, d_out=D_OUT),
+        "oracle_deep": HypernetOracle(n_modules=M, k_max=2, d_in=D_IN, hidden=7, d_out=D_OUT, hypernet_layers=3),
+        "bottleneck_deep": HypernetBottleneck(d_in=D_IN, d_out=D_OUT, d_latent=M, hidden=7, hypernet_layers=3,
+                                              **SMALL),
     }
 
 
 def _call(name, model, x_ctx, y_ctx, x_q, z):
-    return model(z, x_q) if name == "oracle" else model(x_ctx, y_ctx, x_q)
+    return model(z, x_q) if name.startswith("oracle") else model(x_ctx, y_ctx, x_q)
 
 
-BOTTLENECKS = ["bottleneck", "bottleneck_bilinear", "bottleneck_deepset"]
+BOTTLENECKS = ["bottleneck", "bottleneck_bilinear", "bottleneck_deepset", "bottleneck_deep"]
 
 
-@pytest.mark.parametrize("name", ["transformer", "oracle", *BOTTLENECKS])
+@pytest.mark.parametrize("name", ["transformer", "oracle", "oracle_deep", *BOTTLENECKS])
 def test_contracts(name):
     model = _models()[name]
     data = _data()
@@ -90,15 +93,29 @@ def test_bottleneck_encoder_never_sees_queries(name):
     assert torch.equal(model.infer_latent(x_ctx, y_ctx), z1)
 
 
-@pytest.mark.parametrize("cls", [SetEncoder, BilinearSetEncoder])
-def test_set_encoders_are_permutation_invariant(cls):
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_encoders_shapes_and_permutation_invariance(encoder):
+    """Every task-inference encoder maps (B, N, d_in), (B, N, d_out) to (B, d_latent), for any N, and is
+    invariant to the order of the context pairs (a pair moves as a whole); changing one pair changes z."""
     torch.manual_seed(0)
-    encoder = cls(d_in=D_IN, d_out=D_OUT, d_latent=M, d_model=16, n_layers=2)
-    x_ctx, y_ctx, _, _ = _data(n_context=7)
-    perm = torch.randperm(7)
-    z = encoder(x_ctx, y_ctx)
-    assert z.shape == (3, M)
-    assert torch.allclose(encoder(x_ctx[:, perm], y_ctx[:, perm]), z, atol=1e-6)
+    model = HypernetBottleneck(d_in=D_IN, d_out=D_OUT, d_latent=M, hidden=7, encoder=encoder, d_model=16,
+                               n_heads=2, n_layers=2)
+    expected = {"transformer": ContextEncoder, "deepset": SetEncoder, "bilinear": BilinearSetEncoder}[encoder]
+    assert type(model.encoder) is expected
+    for n_context in (1, 7):
+        x_ctx, y_ctx, _, _ = _data(n_context=n_context)
+        assert model.infer_latent(x_ctx, y_ctx).shape == (3, M)
+    with torch.no_grad():
+        z = model.infer_latent(x_ctx, y_ctx)
+        for seed in range(3):
+            perm = torch.randperm(7, generator=torch.Generator().manual_seed(seed))
+            assert torch.allclose(model.infer_latent(x_ctx[:, perm], y_ctx[:, perm]), z, atol=1e-5)
+        swapped = y_ctx.clone()
+        swapped[:, [0, 1]] = y_ctx[:, [1, 0]]  # pairs broken up: not a permutation of pairs
+        assert not torch.allclose(model.infer_latent(x_ctx, swapped), z, atol=1e-4)
+        moved = y_ctx.clone()
+        moved[:, 3] += 1.0
+        assert not torch.allclose(model.infer_latent(x_ctx, moved), z, atol=1e-4)
 
 
 def test_bilinear_encoder_is_affine_in_the_targets():
@@ -152,6 +169,21 @@ def test_oracle_with_teacher_modules_is_exact():
         pred = oracle(batch.z, batch.x_q)
         assert torch.allclose(pred, batch.y_q, atol=1e-4)
         assert torch.allclose(r2_per_task(pred, batch.y_q), torch.ones(64), atol=1e-4)
+
+
+def test_deep_oracle_with_the_deep_teacher_is_exact():
+    teacher = Hyperteacher(d_in=D_IN, d_out=D_OUT, hidden=(7, 7, 7), fixed_input=True, n_modules=8, k_max=2, seed=2)
+    sampler = ICLTaskSampler(teacher, make_split(8, 2, support="connected"), n_context=4, n_query=16,
+                             stats_tasks=256)
+    oracle = HypernetOracle(n_modules=8, k_max=2, d_in=D_IN, hidden=7, d_out=D_OUT, hypernet_layers=3)
+    oracle.load_teacher(teacher, sampler.y_mean, sampler.y_std)
+    g = torch.Generator().manual_seed(0)
+    for which in ("id", "ood"):
+        batch = sampler.sample(64, which, g)
+        assert torch.allclose(oracle(batch.z, batch.x_q), batch.y_q, atol=1e-4)
+    shallow = HypernetOracle(n_modules=8, k_max=2, d_in=D_IN, hidden=7, d_out=D_OUT)
+    with pytest.raises(ValueError, match="hidden layers"):
+        shallow.load_teacher(teacher)
 
 
 def test_linear_hypernet_is_linear_in_latent():

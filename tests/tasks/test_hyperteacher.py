@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tenfold.tasks.hyperteacher import (DISCRETE_WEIGHTS, Hyperteacher, ICLTaskSampler, Split, check_identifiability,
-                                        combos_to_khot, connected_support, enumerate_combinations, is_compositional,
+                                        co_occurrence_components, combos_to_khot, connected_support,
+                                        enumerate_combinations, is_compositional,
                                         is_connected, make_split, r2_per_task, teacher_free_parameters,
                                         weight_latents)
 
@@ -195,3 +196,71 @@ def test_identifiability_check():
         check_identifiability(n_modules=6, n_context=60, d_in=8, hidden=(16,), d_out=4)
     with pytest.raises(ValueError, match="n_context"):
         check_identifiability(n_modules=6, n_context=1, d_in=8, hidden=(16,), d_out=4)
+
+
+@pytest.mark.parametrize("n_modules", [6, 8, 10])
+def test_control_supports_share_one_ood_set(n_modules):
+    """The control of the ICLR 2024 code: connected vs disconnected supports over the same modules, both
+    evaluated on the combinations in neither support."""
+    conn = make_split(n_modules, 2, support="connected")
+    disc = make_split(n_modules, 2, support="disconnected")
+    everything = enumerate_combinations(n_modules, 2)
+    # connected: every module appears and the co-occurrence graph is one component
+    assert {m for c in conn.id for m in c} == set(range(n_modules))
+    assert co_occurrence_components(conn.id, n_modules) == [set(range(n_modules))]
+    # disconnected: every module appears, exactly two components, the two halves
+    half = n_modules // 2
+    assert is_compositional(disc.id, n_modules)
+    assert co_occurrence_components(disc.id, n_modules) == [set(range(half)), set(range(half, n_modules))]
+    # OOD: the combinations in neither support, the same list for both arms
+    neither = [c for c in everything if c not in set(conn.id) | set(disc.id)]
+    assert conn.ood == disc.ood == neither
+    assert all(len(c) == 2 and (c[0] < half) != (c[1] < half) for c in neither)  # cross-half pairs only
+    for split in (conn, disc):
+        assert not set(split.id) & set(split.ood)
+
+
+def test_control_supports_at_eight_modules():
+    conn = make_split(8, 2, support="connected")
+    disc = make_split(8, 2, support="disconnected")
+    assert (len(conn.id), len(disc.id), len(conn.ood)) == (24, 20, 10)
+    assert conn.ood == [(0, 4), (0, 5), (1, 4), (1, 5), (1, 6), (2, 5), (2, 6), (2, 7), (3, 6), (3, 7)]
+
+
+def test_co_occurrence_components_on_hand_built_cases():
+    assert co_occurrence_components([(0, 1), (2,)], 4) == [{0, 1}, {2}, {3}]
+    assert co_occurrence_components([(0, 3), (1, 2), (2, 3)], 4) == [{0, 1, 2, 3}]
+
+
+def test_deep_teacher_has_a_fixed_input_layer_and_generated_hidden_layers():
+    kwargs = dict(d_in=5, d_out=3, n_modules=4, k_max=2, seed=1)
+    shallow = Hyperteacher(hidden=(6,), **kwargs)
+    deep = Hyperteacher(hidden=(6, 6, 6), fixed_input=True, **kwargs)
+    assert (deep.num_layers, deep.num_generated, shallow.num_generated) == (3, 2, 1)
+    assert deep.bank(0).shape == (4, 6, 6) and deep.input_weight.shape == (5, 6)
+    assert torch.equal(Hyperteacher(hidden=(6,), **kwargs).bank(0), shallow.bank(0))  # option-free stream
+    x = deep.sample_inputs(2, 7)
+    z1, z2 = torch.rand(2, 4), torch.rand(2, 4)
+    w1, _ = deep.layer_params(z1, 1)
+    w2, _ = deep.layer_params(z2, 1)
+    w, _ = deep.layer_params(2 * z1 - z2, 1)
+    assert torch.allclose(w, 2 * w1 - w2, atol=1e-5)  # generated layers are linear in z
+    expected = torch.relu(x @ deep.input_weight + deep.input_bias)  # the input layer ignores z
+    for layer in range(2):
+        weight, bias = deep.layer_params(z1, layer)
+        expected = torch.relu(torch.einsum("bti,bio->bto", expected, weight) + bias[:, None])
+    assert torch.allclose(deep(z1, x), expected @ deep.readout, atol=1e-5)
+    assert deep.input_bias.min() >= -1 and deep.input_bias.max() <= 1
+    with pytest.raises(ValueError, match="fixed_input"):
+        Hyperteacher(hidden=(6,), fixed_input=True, **kwargs)
+
+
+def test_samplers_with_shared_statistics_give_the_same_ood_batches():
+    teacher = Hyperteacher(d_in=5, d_out=3, hidden=(6,), n_modules=8, k_max=2, seed=0)
+    conn, disc = make_split(8, 2, support="connected"), make_split(8, 2, support="disconnected")
+    samplers = [ICLTaskSampler(teacher, split, n_context=4, n_query=3, stats_tasks=256, stats_combos=conn.id)
+                for split in (conn, disc)]
+    a, b = (s.sample(16, "ood", torch.Generator().manual_seed(5)) for s in samplers)
+    assert torch.equal(a.y_q, b.y_q) and torch.equal(a.z, b.z) and torch.equal(a.combo_idx, b.combo_idx)
+    own = ICLTaskSampler(teacher, disc, n_context=4, n_query=3, stats_tasks=256)
+    assert not torch.equal(own.y_mean, samplers[1].y_mean)  # by default each split uses its own ID tasks

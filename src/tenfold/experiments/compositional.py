@@ -1,20 +1,24 @@
 """Compositional generalisation in-context (Kobayashi, Schug, Akram et al., arXiv 2407.12275).
 
-Hyperteacher tasks (a module bank, K-hot task latents; some module combinations held out) are
-presented in context: N (x, y) pairs then Q queries. Three models are trained on the training
-combinations with the same fixed budget and evaluated on fresh tasks from training (ID) and held-out
-(OOD) combinations:
+Hyperteacher tasks (a bank of M modules, K-hot task latents) are presented in context: N (x, y) pairs
+then Q queries. Training uses one of two fixed task supports over the same modules (the control of
+Schug et al., ICLR 2024): ``connected`` (one-hots and the pairs (i, i+1), (i, i+2) mod M) and
+``disconnected`` (one-hots and the pairs inside each half of the modules). Both are evaluated on fresh
+tasks of their own training combinations (ID) and on one shared OOD set: the combinations in neither
+support. Models, each trained with the same fixed budget:
 
   (a) ``transformer``: the plain in-context transformer (inference and execution entangled);
   (b) ``bottleneck``: context-only encoder -> latent -> linear hypernetwork -> MLP on the query; the
-      encoder is ``cfg.encoder`` ("bilinear" by default: affine in the context targets);
+      encoder is ``cfg.encoder`` ("bilinear" by default: affine in the context targets; the paper's
+      transformer encoder is the ablation ``bottleneck_transformer``);
   (c) ``oracle``: the linear hypernetwork given the true latent;
-  ablation ``bottleneck_attn`` (random support, no claim): (b) with a transformer encoder instead.
+  ablations ``bottleneck_<encoder>`` (no claim): (b) with each encoder of ``cfg.ablations``.
 
-Paper claim: (a) does well ID but poorly OOD; (b), which separates task inference from execution,
-generalises to unseen combinations. Negative control: with a disconnected training support the
-bottleneck also fails OOD (Schug et al., ICLR 2024 theory). A linear probe reads the task latent from
-(a)'s residual stream per layer.
+(a), (b), (c) and the ablations train on the connected support; (b), (c) and the ablations also on the
+disconnected one. Paper claim: (a) does well ID but poorly OOD; (b), which separates task inference
+from execution, generalises to unseen combinations. Control: trained on the disconnected support, (b)
+fails on the same OOD combinations (the modules are not identifiable without a connected support). A
+linear probe reads the task latent from (a)'s residual stream per layer. See docs/methods/compositional.md.
 """
 
 from __future__ import annotations
@@ -31,40 +35,43 @@ import torch.nn.functional as F
 from tenfold import plotting
 from tenfold.analysis.probe import linear_probe_r2
 from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, seed_stats
-from tenfold.models.hypernet import HypernetBottleneck, HypernetOracle, InContextTransformer
+from tenfold.models.hypernet import ENCODERS, HypernetBottleneck, HypernetOracle, InContextTransformer
 from tenfold.tasks.hyperteacher import (ICLBatch, ICLTaskSampler, Hyperteacher, check_identifiability,
                                         make_split, r2_per_task)
 from tenfold.train.loop import fit, warmup_cosine
+from tenfold.utils.checks import check_choice, check_int
 
 ARMS = ("transformer", "bottleneck", "oracle")
-ABLATION = "bottleneck_attn"  # (b) with the transformer encoder instead of the bilinear one (random support, no claim)
+SUPPORTS = ("connected", "disconnected")
+TEACHER_LAYERS = (1, 3)
 
 
 @dataclass
 class Config:
     seeds: tuple[int, ...] = (0, 1, 2)
-    # hyperteacher (data_seed = the run seed: teacher and split are shared by all arms of a seed)
+    # hyperteacher (data_seed = the run seed: the teacher is shared by all arms of a seed)
     d_in: int = 16
     d_out: int = 16
     hidden: int = 16  # the teacher's hidden width
-    student_hidden: int = 64  # the hypernetwork MLP's hidden width (bottleneck, oracle): 4x the teacher, as the ICLR 2024 configs
-    n_modules: int = 6
-    k_max: int = 2
-    weighting: str = "continuous"
+    teacher_layers: int = 1  # 1: the hidden layer is generated; 3: fixed input layer, then 2 generated layers
+    student_hidden: int = 64  # the hypernetwork MLP's hidden width (bottleneck, oracle): 4x the teacher
+    n_modules: int = 8  # even and > 4 (the supports split the modules into two halves); K = 2
+    weighting: str = "khot"  # the ICLR 2024 code's default (k-hot latents, no continuous weights)
     scale: float = 3 ** 0.5
-    n_ood: int = 5  # held-out two-hot combinations of the random support
     n_context: int = 16  # < d_in + 1: in-context linear regression alone is underdetermined
     n_query: int = 8
-    # models: (a) and the transformer encoders
+    # models: (a) and the transformer encoder
     d_model: int = 32
     n_heads: int = 4
     n_layers: int = 3
     mlp_ratio: float = 2.0
-    # (b)'s task-inference encoder: "bilinear" (affine in the context targets), "deepset" or "transformer"
+    # (b)'s task-inference encoder: "bilinear" (affine in the context targets; the one with which the paper's
+    # claims hold here), "transformer" (the paper's: blocks over the context) or "deepset"
     encoder: str = "bilinear"
+    encoder_blocks: int = 1  # blocks of the transformer encoder
     encoder_width: int = 64  # code width of a set encoder
     encoder_layers: int = 2  # MLP depth of a set encoder
-    ablation_layers: int = 1  # blocks of the transformer encoder of the ablation arm; 0 = no ablation arm
+    ablations: tuple[str, ...] = ("transformer", "deepset")  # (b) with these encoders too (no claim)
     # training (one fixed budget for every arm)
     steps: int = 3000
     batch: int = 32
@@ -76,33 +83,54 @@ class Config:
     eval_every: int = 500
     curve_tasks: int = 64
     probe_tasks: int = 512
-    negative_control: bool = True  # also train (b) and (c) on the disconnected support
+    negative_control: bool = True  # also train (b), (c) and the ablations on the disconnected support
 
 
 PRESETS = {
-    "smoke": Config(seeds=(0,), d_model=16, n_layers=1, n_heads=2, encoder_width=16, student_hidden=16, steps=20,
-                    batch=16, eval_tasks=32, eval_queries=16, eval_every=10, curve_tasks=16, probe_tasks=64),
+    "smoke": Config(seeds=(0,), d_model=16, n_layers=1, n_heads=2, encoder_blocks=1, encoder_width=16,
+                    student_hidden=16, ablations=("transformer",), steps=20, batch=16, eval_tasks=32, eval_queries=16,
+                    eval_every=10, curve_tasks=16, probe_tasks=64),
     "quick": Config(),
     "full": Config(seeds=tuple(range(5)), steps=10000),
 }
 
 
+def validate(cfg: Config) -> None:
+    """Clear errors for settings the experiment cannot run."""
+    check_int("n_modules", cfg.n_modules, 6)
+    if cfg.n_modules % 2:
+        raise ValueError(f"n_modules must be even (two halves of modules), got {cfg.n_modules}")
+    check_choice("teacher_layers", cfg.teacher_layers, TEACHER_LAYERS)
+    check_choice("encoder", cfg.encoder, ENCODERS)
+    for name in cfg.ablations:
+        check_choice("ablations", name, tuple(e for e in ENCODERS if e != cfg.encoder))
+    check_identifiability(n_modules=cfg.n_modules, n_context=cfg.n_context, d_in=cfg.d_in,
+                          hidden=(cfg.hidden,) * cfg.teacher_layers, d_out=cfg.d_out)
+
+
 # --------------------------------------------------------------------------- building blocks
+def arm_names(cfg: Config, support: str) -> tuple[str, ...]:
+    """The arms trained on ``support``: (a), (b), (c) on the connected one, (b), (c) on the disconnected
+    one, and the encoder ablations on both."""
+    main = ARMS if support == "connected" else ("bottleneck", "oracle")
+    return (*main, *(f"bottleneck_{name}" for name in cfg.ablations))
+
+
 def build_model(arm: str, cfg: Config) -> torch.nn.Module:
     common = dict(d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=cfg.n_layers, mlp_ratio=cfg.mlp_ratio)
     if arm == "transformer":
         return InContextTransformer(d_in=cfg.d_in, d_out=cfg.d_out, **common)
-    if arm == "bottleneck" and cfg.encoder != "transformer":
-        return HypernetBottleneck(d_in=cfg.d_in, d_out=cfg.d_out, d_latent=cfg.n_modules, hidden=cfg.student_hidden,
-                                  encoder=cfg.encoder, d_model=cfg.encoder_width, n_layers=cfg.encoder_layers)
-    if arm in ("bottleneck", ABLATION):
-        layers = cfg.ablation_layers if arm == ABLATION else cfg.n_layers
-        return HypernetBottleneck(d_in=cfg.d_in, d_out=cfg.d_out, d_latent=cfg.n_modules, hidden=cfg.student_hidden,
-                                  encoder="transformer", **{**common, "n_layers": layers})
     if arm == "oracle":
-        return HypernetOracle(n_modules=cfg.n_modules, k_max=cfg.k_max, d_in=cfg.d_in, hidden=cfg.student_hidden,
-                              d_out=cfg.d_out)
-    raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
+        return HypernetOracle(n_modules=cfg.n_modules, k_max=2, d_in=cfg.d_in, hidden=cfg.student_hidden,
+                              d_out=cfg.d_out, hypernet_layers=cfg.teacher_layers)
+    encoder = cfg.encoder if arm == "bottleneck" else arm.removeprefix("bottleneck_")
+    if arm != "bottleneck" and encoder not in cfg.ablations:
+        raise ValueError(f"arm must be one of {ARMS} or bottleneck_<one of {cfg.ablations}>, got {arm!r}")
+    shape = dict(d_in=cfg.d_in, d_out=cfg.d_out, d_latent=cfg.n_modules, hidden=cfg.student_hidden,
+                 hypernet_layers=cfg.teacher_layers, encoder=encoder)
+    if encoder == "transformer":
+        return HypernetBottleneck(**shape, **{**common, "n_layers": cfg.encoder_blocks})
+    return HypernetBottleneck(**shape, d_model=cfg.encoder_width, n_layers=cfg.encoder_layers)
 
 
 def predict(arm: str, model: torch.nn.Module, batch: ICLBatch) -> torch.Tensor:
@@ -111,11 +139,16 @@ def predict(arm: str, model: torch.nn.Module, batch: ICLBatch) -> torch.Tensor:
     return model(batch.x_ctx, batch.y_ctx, batch.x_q)
 
 
-def make_sampler(cfg: Config, support: str, seed: int) -> ICLTaskSampler:
-    teacher = Hyperteacher(d_in=cfg.d_in, d_out=cfg.d_out, hidden=(cfg.hidden,), n_modules=cfg.n_modules,
-                           k_max=cfg.k_max, weighting=cfg.weighting, scale=cfg.scale, seed=seed)
-    split = make_split(cfg.n_modules, cfg.k_max, support=support, n_ood=cfg.n_ood, seed=seed)
-    return ICLTaskSampler(teacher, split, n_context=cfg.n_context, n_query=cfg.n_query, stats_seed=seed)
+def make_samplers(cfg: Config, seed: int) -> dict[str, ICLTaskSampler]:
+    """One sampler per support over the same teacher; both standardise the targets with statistics of
+    the connected support's training tasks, so the shared OOD set has the same targets in both."""
+    teacher = Hyperteacher(d_in=cfg.d_in, d_out=cfg.d_out, hidden=(cfg.hidden,) * cfg.teacher_layers,
+                           n_modules=cfg.n_modules, k_max=2, weighting=cfg.weighting, scale=cfg.scale,
+                           fixed_input=cfg.teacher_layers > 1, seed=seed)
+    splits = {support: make_split(cfg.n_modules, 2, support=support) for support in SUPPORTS}
+    return {support: ICLTaskSampler(teacher, split, n_context=cfg.n_context, n_query=cfg.n_query,
+                                    stats_seed=seed, stats_combos=splits["connected"].id)
+            for support, split in splits.items()}
 
 
 @torch.no_grad()
@@ -195,19 +228,17 @@ def probe_layers(model: InContextTransformer, sampler: ICLTaskSampler, cfg: Conf
 
 # --------------------------------------------------------------------------- experiment contract
 def run_seed(cfg: Config, ctx: RunContext) -> dict:
-    check_identifiability(n_modules=cfg.n_modules, n_context=cfg.n_context, d_in=cfg.d_in,
-                          hidden=(cfg.hidden,), d_out=cfg.d_out)
-    supports = ("random", "disconnected") if cfg.negative_control else ("random",)
+    validate(cfg)
+    samplers = make_samplers(cfg, ctx.seed)
+    ood = samplers["connected"].sample(cfg.eval_tasks, "ood", torch.Generator().manual_seed(ctx.seed + 104729),
+                                       n_query=cfg.eval_queries)  # the one OOD set of both supports
     record: dict = {}
-    for support in supports:
-        sampler = make_sampler(cfg, support, ctx.seed)
-        eval_gen = torch.Generator().manual_seed(ctx.seed + 104729)
-        evals = {w: sampler.sample(cfg.eval_tasks, w, eval_gen, n_query=cfg.eval_queries) for w in ("id", "ood")}
-        arms = ARMS if support == "random" else ("bottleneck", "oracle")
-        if support == "random" and cfg.ablation_layers > 0:
-            arms = (*arms, ABLATION)
+    for support in SUPPORTS if cfg.negative_control else SUPPORTS[:1]:
+        sampler = samplers[support]
+        evals = {"id": sampler.sample(cfg.eval_tasks, "id", torch.Generator().manual_seed(ctx.seed + 15485863),
+                                      n_query=cfg.eval_queries), "ood": ood}
         part = {"split": {"id": sampler.split.id, "ood": sampler.split.ood}}
-        for arm in arms:
+        for arm in arm_names(cfg, support):
             model, part[arm] = train_arm(arm, cfg, sampler, evals, ctx.seed, ctx.progress)
             if arm == "transformer":
                 part["probe"] = probe_layers(model, sampler, cfg, torch.Generator().manual_seed(ctx.seed + 31))
@@ -225,46 +256,48 @@ def _mean(records: dict[int, dict], *keys) -> dict:
     return seed_stats(values)
 
 
-def _arms(cfg: Config) -> tuple[str, ...]:
-    return (*ARMS, ABLATION) if cfg.ablation_layers > 0 else ARMS
+def _bars(cfg: Config) -> list[tuple[str, str]]:
+    supports = SUPPORTS if cfg.negative_control else SUPPORTS[:1]
+    return [(support, arm) for support in supports for arm in arm_names(cfg, support)]
 
 
 def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
-    metrics: dict = {"random": {}, "disconnected": {}}
-    for arm in _arms(cfg):
-        metrics["random"][arm] = {k: _mean(records, "random", arm, k) for k in ("r2_id", "r2_ood", "cpu_s", "params")}
-    if cfg.negative_control:
-        for arm in ("bottleneck", "oracle"):
-            metrics["disconnected"][arm] = {k: _mean(records, "disconnected", arm, k) for k in ("r2_id", "r2_ood")}
-    m = {arm: {k: metrics["random"][arm][k]["mean"] for k in ("r2_id", "r2_ood")} for arm in ARMS}
-    neg_ood = metrics["disconnected"]["bottleneck"]["r2_ood"]["mean"] if cfg.negative_control else float("nan")
+    metrics: dict = {support: {} for support in SUPPORTS}
+    for support, arm in _bars(cfg):
+        keys = ("r2_id", "r2_ood", "cpu_s", "params")
+        metrics[support][arm] = {k: _mean(records, support, arm, k) for k in keys}
+    m = {support: {arm: {k: v["mean"] for k, v in arms.items()} for arm, arms in metrics[support].items()}
+         for support in SUPPORTS}
+    connected = m["connected"]
+    disconnected = m["disconnected"].get("bottleneck", {"r2_id": float("nan"), "r2_ood": float("nan")})
     measured = {
-        "compositional.id-fit": min(m[a]["r2_id"] for a in ARMS),
-        "compositional.oracle-ood": m["oracle"]["r2_ood"] - m["oracle"]["r2_id"],
-        "compositional.bottleneck-ood": m["bottleneck"]["r2_ood"] - m["bottleneck"]["r2_id"],
-        "compositional.gap": m["bottleneck"]["r2_ood"] - m["transformer"]["r2_ood"],
-        "compositional.transformer-drop": m["transformer"]["r2_id"] - m["transformer"]["r2_ood"],
-        "compositional.disconnected": m["bottleneck"]["r2_ood"] - neg_ood,
+        "compositional.id-fit": min(connected[a]["r2_id"] for a in ARMS),
+        "compositional.oracle-ood": connected["oracle"]["r2_ood"] - connected["oracle"]["r2_id"],
+        "compositional.bottleneck-ood": connected["bottleneck"]["r2_ood"] - connected["bottleneck"]["r2_id"],
+        "compositional.gap": connected["bottleneck"]["r2_ood"] - connected["transformer"]["r2_ood"],
+        "compositional.transformer-drop": connected["transformer"]["r2_id"] - connected["transformer"]["r2_ood"],
+        "compositional.control-fit": min(connected["bottleneck"]["r2_id"], disconnected["r2_id"]),
+        "compositional.disconnected": connected["bottleneck"]["r2_ood"] - disconnected["r2_ood"],
     }
-    metrics["probe"] = {w: np.asarray([records[s]["random"]["probe"][w] for s in sorted(records)]).mean(0).tolist()
+    metrics["probe"] = {w: np.asarray([records[s]["connected"]["probe"][w] for s in sorted(records)]).mean(0).tolist()
                         for w in ("id", "ood")}
     metrics["cpu_s_per_seed"] = seed_stats(
-        sum(part[arm]["cpu_s"] for part in records[s].values() for arm in _arms(cfg) if arm in part)
-        for s in sorted(records))
+        sum(records[s][support][arm]["cpu_s"] for support, arm in _bars(cfg)) for s in sorted(records))
     return Evaluation(measured=measured, metrics=metrics, figures=_figures(cfg, records, out_dir))
 
 
 def _figures(cfg: Config, records: dict[int, dict], out_dir: Path) -> list[str]:
     seeds = sorted(records)
     names = []
-    fig, ax = plotting.figure()
-    bars = [("random", a) for a in _arms(cfg)] + ([("disconnected", a) for a in ("bottleneck", "oracle")]
-                                           if cfg.negative_control else [])
+    bars = _bars(cfg)
+    fig, ax = plotting.figure(width=max(5.0, 0.75 * len(bars)), height=4.2)
     for offset, which in ((-0.2, "id"), (0.2, "ood")):
         vals = np.asarray([[records[s][sup][arm][f"r2_{which}"] for s in seeds] for sup, arm in bars])
         ax.bar(np.arange(len(bars)) + offset, vals.mean(1), width=0.4, yerr=vals.std(1), label=which.upper())
-    ax.set_xticks(np.arange(len(bars)), [f"{a}\n({sup})" for sup, a in bars], fontsize=7)
-    ax.set(ylabel="per-task R^2", ylim=(min(-0.2, ax.get_ylim()[0]), 1.05), title="ID vs OOD combinations")
+    labels = [f"{arm.replace('bottleneck_', 'b: ')}\n{sup[:4]}." for sup, arm in bars]
+    ax.set_xticks(np.arange(len(bars)), labels, fontsize=7, rotation=35, ha="right", rotation_mode="anchor")
+    ax.set(ylabel="per-task R^2", ylim=(min(-0.2, ax.get_ylim()[0]), 1.05),
+           title="ID vs the shared OOD set (conn./disc. support)")
     ax.axhline(0, color="k", lw=0.5)
     ax.legend()
     names.append(plotting.save(fig, out_dir, "r2_id_ood.png"))
@@ -274,12 +307,13 @@ def _figures(cfg: Config, records: dict[int, dict], out_dir: Path) -> list[str]:
             steps = records[seeds[0]][sup][arm]["curve"]["step"]
             plotting.band(ax, steps, [records[s][sup][arm]["curve"][which] for s in seeds], label=f"{arm} ({sup})")
         ax.set(xlabel="step", ylabel="R^2", ylim=(-0.5, 1.02), title=f"{which.upper()} R^2 during training")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=6)
     names.append(plotting.save(fig, out_dir, "learning_curves.png"))
     fig, ax = plotting.figure()
     layers = list(range(cfg.n_layers + 1))
     for which in ("id", "ood"):
-        plotting.band(ax, layers, [records[s]["random"]["probe"][which] for s in seeds], label=which.upper(), marker="o")
+        plotting.band(ax, layers, [records[s]["connected"]["probe"][which] for s in seeds], label=which.upper(),
+                      marker="o")
     ax.set(xlabel="layer (0 = embedding)", ylabel="probe R^2 of z_bar", title="Linear probe of the task latent")
     ax.legend()
     names.append(plotting.save(fig, out_dir, "probe.png"))
@@ -299,15 +333,20 @@ CLAIMS = (
               threshold=">= 0.2"),
     ClaimSpec("compositional.transformer-drop", "Plain transformer ID R^2 minus its OOD R^2",
               paper="The plain transformer does well ID but poorly on unseen combinations", threshold=">= 0.2"),
-    ClaimSpec("compositional.disconnected", "Bottleneck OOD R^2 (random support) minus bottleneck OOD R^2 "
-              "(disconnected support)", paper="Negative control (ICLR 2024 theory): without connected support "
-              "the modules are not identifiable", threshold=">= 0.2"),
+    ClaimSpec("compositional.control-fit", "Both arms of the control fit their training combinations: min of the "
+              "bottleneck's mean ID R^2 on the connected and on the disconnected support",
+              paper="Design sanity check: the control compares models that fit their training tasks",
+              threshold=">= 0.9"),
+    ClaimSpec("compositional.disconnected", "Bottleneck OOD R^2 (connected support) minus bottleneck OOD R^2 "
+              "(disconnected support), both on the combinations in neither support",
+              paper="Negative control (ICLR 2024 theory): without a connected support the modules are not "
+              "identifiable, so the same model fails on the same unseen combinations", threshold=">= 0.2"),
 )
 
 EXPERIMENT = Experiment(
     name="compositional",
     paper="When can transformers compositionally generalize in-context? (Kobayashi, Schug, Akram et al., "
           "arXiv 2407.12275)",
-    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0,
+    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=4.0,
     claims=CLAIMS,
 )

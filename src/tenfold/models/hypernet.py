@@ -8,10 +8,11 @@ Three models that map N context pairs (x_i, y_i) and Q query inputs x_q to predi
     and itself; a linear head reads y_q from each query token. Inference and execution share one
     residual stream.
 (b) :class:`HypernetBottleneck`: an encoder reads **only** the context tokens [x, y], mean-pools and
-    maps to a latent z_hat in R^{d_z} (encoders: :class:`ContextEncoder` (transformer blocks),
-    :class:`SetEncoder` (DeepSet), :class:`BilinearSetEncoder` (affine in the targets)); a linear hypernetwork generates the first layer of an MLP that is
-    applied to the query:  W_1(z_hat) = sum_k z_hat_k Phi[k],  b_1(z_hat) = sum_k z_hat_k phi[k],
-    y_q = R_s^T ReLU(W_1^T x_q + b_1) + c  with the readout (R_s, c) shared by all tasks. The query sees
+    maps to a latent z_hat in R^{d_z} (encoders: :class:`ContextEncoder` (transformer blocks, the
+    paper's), :class:`SetEncoder` (DeepSet), :class:`BilinearSetEncoder` (affine in the targets)); a
+    linear hypernetwork generates the hidden layers of an MLP that is applied to the query (one layer:
+    W_1(z_hat) = sum_k z_hat_k Phi[k],  b_1(z_hat) = sum_k z_hat_k phi[k],
+    y_q = R_s^T ReLU(W_1^T x_q + b_1) + c  with the readout (R_s, c) shared by all tasks). The query sees
     the context only through z_hat (the bottleneck separating task inference from task execution).
 (c) :class:`HypernetOracle`: the hypernetwork of (b) given the true z_bar = z / sqrt(K).
 """
@@ -184,31 +185,42 @@ _SET_ENCODERS = {"deepset": SetEncoder, "bilinear": BilinearSetEncoder}
 
 
 class LinearHypernetMLP(nn.Module):
-    """Task execution: an MLP whose first layer is generated linearly from a latent z (B, d_latent),
-    W_1 = sum_k z_k Phi[k] (d_in, hidden), b_1 = sum_k z_k phi[k]; y = ReLU(x W_1 + b_1) R_s + c.
+    """Task execution: an MLP whose hidden layers are generated linearly from a latent z (B, d_latent).
 
-    Initialisation (no source gives one): Phi ~ N(0, 1 / (d_latent d_in)) so that W_1(z) has fan-in
-    variance 1/d_in for a unit-variance latent; phi = 0; (R_s, c) as ``nn.Linear``.
+    ``n_layers=1``: the first layer is generated, W_1 = sum_k z_k Phi[k] (d_in, hidden),
+    b_1 = sum_k z_k phi[k]; y = ReLU(x W_1 + b_1) R_s + c. ``n_layers > 1`` (the shape of the deeper
+    teacher): a learned input layer shared by all tasks, h_1 = ReLU(x W_in + b_in), then ``n_layers - 1``
+    generated layers hidden -> hidden, then the shared readout.
+
+    Initialisation (no source gives one): Phi ~ N(0, 1 / (d_latent fan_in)) so that W(z) has fan-in
+    variance 1/fan_in for a unit-variance latent; phi = 0; the shared layers as ``nn.Linear``.
     """
 
-    def __init__(self, *, d_latent: int, d_in: int, hidden: int = 16, d_out: int):
+    def __init__(self, *, d_latent: int, d_in: int, hidden: int = 16, d_out: int, n_layers: int = 1):
         super().__init__()
-        check_positive(d_latent=d_latent, d_in=d_in, hidden=hidden, d_out=d_out)
+        check_positive(d_latent=d_latent, d_in=d_in, hidden=hidden, d_out=d_out, n_layers=n_layers)
         self.d_latent, self.d_in, self.hidden, self.d_out = d_latent, d_in, hidden, d_out
-        self.weight_bank = nn.Parameter(torch.randn(d_latent, d_in, hidden) / math.sqrt(d_latent * d_in))
-        self.bias_bank = nn.Parameter(torch.zeros(d_latent, hidden))
+        self.n_layers = n_layers
+        fan_ins = [d_in] if n_layers == 1 else [hidden] * (n_layers - 1)
+        self.weight_banks = nn.ParameterList(
+            nn.Parameter(torch.randn(d_latent, fan_in, hidden) / math.sqrt(d_latent * fan_in)) for fan_in in fan_ins)
+        self.bias_banks = nn.ParameterList(nn.Parameter(torch.zeros(d_latent, hidden)) for _ in fan_ins)
         self.readout = nn.Linear(hidden, d_out)
+        self.input = nn.Linear(d_in, hidden) if n_layers > 1 else None
 
-    def generate(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """W_1(z) (B, d_in, hidden) and b_1(z) (B, hidden)."""
+    def generate(self, z: torch.Tensor, layer: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_l(z) (B, fan_in, hidden) and b_l(z) (B, hidden) of generated layer ``layer``."""
         if z.dim() != 2 or z.shape[1] != self.d_latent:
             raise ValueError(f"expected z shaped (batch, {self.d_latent}), got {tuple(z.shape)}")
-        return torch.einsum("bk,kih->bih", z, self.weight_bank), z @ self.bias_bank
+        return (torch.einsum("bk,kih->bih", z, self.weight_banks[layer]), z @ self.bias_banks[layer])
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.generate(z)
         _check_query(x, z.shape[0], self.d_in)
-        return self.readout(torch.relu(torch.einsum("bti,bih->bth", x, weight) + bias[:, None, :]))
+        h = x if self.input is None else torch.relu(self.input(x))
+        for layer in range(len(self.weight_banks)):
+            weight, bias = self.generate(z, layer)
+            h = torch.relu(torch.einsum("bti,bih->bth", h, weight) + bias[:, None, :])
+        return self.readout(h)
 
 
 class HypernetBottleneck(nn.Module):
@@ -218,10 +230,12 @@ class HypernetBottleneck(nn.Module):
     ``encoder``: ``"transformer"`` (:class:`ContextEncoder`: pre-norm blocks over the context, mean-pool,
     linear), ``"deepset"`` (:class:`SetEncoder`) or ``"bilinear"`` (:class:`BilinearSetEncoder`, affine in
     the context targets); for the set encoders ``d_model`` is the code width and ``n_layers`` the MLP depth
-    (``n_heads`` and ``mlp_ratio`` are then unused)."""
+    (``n_heads`` and ``mlp_ratio`` are then unused). ``hypernet_layers``: hidden layers of the generated MLP
+    (:class:`LinearHypernetMLP`)."""
 
     def __init__(self, *, d_in: int, d_out: int, d_latent: int, hidden: int = 16, d_model: int = 64,
-                 n_heads: int = 4, n_layers: int = 3, mlp_ratio: float = 2.0, encoder: str = "transformer"):
+                 n_heads: int = 4, n_layers: int = 3, mlp_ratio: float = 2.0, encoder: str = "transformer",
+                 hypernet_layers: int = 1):
         super().__init__()
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
@@ -231,7 +245,8 @@ class HypernetBottleneck(nn.Module):
         else:
             self.encoder = _SET_ENCODERS[encoder](d_in=d_in, d_out=d_out, d_latent=d_latent, d_model=d_model,
                                                   n_layers=n_layers)
-        self.hypernet = LinearHypernetMLP(d_latent=d_latent, d_in=d_in, hidden=hidden, d_out=d_out)
+        self.hypernet = LinearHypernetMLP(d_latent=d_latent, d_in=d_in, hidden=hidden, d_out=d_out,
+                                          n_layers=hypernet_layers)
 
     def infer_latent(self, x_ctx: torch.Tensor, y_ctx: torch.Tensor) -> torch.Tensor:
         return self.encoder(x_ctx, y_ctx)
@@ -243,25 +258,36 @@ class HypernetBottleneck(nn.Module):
 class HypernetOracle(nn.Module):
     """(c) The oracle: LinearHypernetMLP on the true z_bar = z / sqrt(k_max). ``forward(z, x_q)``."""
 
-    def __init__(self, *, n_modules: int, k_max: int, d_in: int, hidden: int = 16, d_out: int):
+    def __init__(self, *, n_modules: int, k_max: int, d_in: int, hidden: int = 16, d_out: int,
+                 hypernet_layers: int = 1):
         super().__init__()
         check_positive(n_modules=n_modules, k_max=k_max)
         self.k_max = k_max
-        self.hypernet = LinearHypernetMLP(d_latent=n_modules, d_in=d_in, hidden=hidden, d_out=d_out)
+        self.hypernet = LinearHypernetMLP(d_latent=n_modules, d_in=d_in, hidden=hidden, d_out=d_out,
+                                          n_layers=hypernet_layers)
 
     def forward(self, z: torch.Tensor, x_q: torch.Tensor) -> torch.Tensor:
         return self.hypernet(z / math.sqrt(self.k_max), x_q)
 
     @torch.no_grad()
     def load_teacher(self, teacher, y_mean: torch.Tensor | None = None, y_std: torch.Tensor | None = None):
-        """Copy a one-hidden-layer teacher into the oracle: Phi = Theta_1, phi = beta_1 and the readout
-        R / std with offset -mean / std, so it predicts the standardised targets exactly."""
-        if teacher.num_layers != 1 or teacher.hidden[0] != self.hypernet.hidden:
-            raise ValueError(f"needs a teacher with hidden=({self.hypernet.hidden},), got {teacher.hidden}")
+        """Copy a teacher of the same shape into the oracle: the generated layers' banks, the fixed input
+        layer (if any), and the readout R / std with offset -mean / std, so it predicts the standardised
+        targets exactly."""
+        net = self.hypernet
+        if teacher.num_layers != net.n_layers or set(teacher.hidden) != {net.hidden} \
+                or teacher.fixed_input != (net.n_layers > 1):
+            raise ValueError(f"needs a teacher of {net.n_layers} hidden layers of width {net.hidden} "
+                             f"(fixed input layer iff more than one), got hidden={teacher.hidden}, "
+                             f"fixed_input={teacher.fixed_input}")
         y_mean = torch.zeros(teacher.d_out) if y_mean is None else y_mean
         y_std = torch.ones(teacher.d_out) if y_std is None else y_std
-        self.hypernet.weight_bank.copy_(teacher.bank(0))
-        self.hypernet.bias_bank.copy_(teacher.bias(0))
-        self.hypernet.readout.weight.copy_((teacher.readout / y_std).T)  # (d_out, hidden)
-        self.hypernet.readout.bias.copy_(-y_mean / y_std)
+        for layer in range(teacher.num_generated):
+            net.weight_banks[layer].copy_(teacher.bank(layer))
+            net.bias_banks[layer].copy_(teacher.bias(layer))
+        if net.input is not None:
+            net.input.weight.copy_(teacher.input_weight.T)  # (hidden, d_in)
+            net.input.bias.copy_(teacher.input_bias)
+        net.readout.weight.copy_((teacher.readout / y_std).T)  # (d_out, hidden)
+        net.readout.bias.copy_(-y_mean / y_std)
         return self

@@ -58,20 +58,32 @@ def is_compositional(combos: Sequence[Combo], n_modules: int) -> bool:
     return set(range(n_modules)) <= {m for combo in combos for m in combo}
 
 
-def is_connected(combos: Sequence[Combo], n_modules: int) -> bool:
-    """The module co-occurrence graph (edge between modules active in a common combination) is
-    connected over all ``n_modules`` nodes."""
+def co_occurrence_components(combos: Sequence[Combo], n_modules: int) -> list[set[int]]:
+    """Connected components of the module co-occurrence graph over all ``n_modules`` nodes (an edge
+    between modules active in a common combination), ordered by their smallest module."""
     neighbours: dict[int, set[int]] = {m: set() for m in range(n_modules)}
     for combo in combos:
         for m in combo:
             neighbours[m].update(combo)
-    seen, frontier = {0}, [0]
-    while frontier:
-        node = frontier.pop()
-        for other in neighbours[node] - seen:
-            seen.add(other)
-            frontier.append(other)
-    return len(seen) == n_modules
+    components: list[set[int]] = []
+    unseen = set(range(n_modules))
+    while unseen:
+        start = min(unseen)
+        seen, frontier = {start}, [start]
+        while frontier:
+            node = frontier.pop()
+            for other in neighbours[node] - seen:
+                seen.add(other)
+                frontier.append(other)
+        components.append(seen)
+        unseen -= seen
+    return components
+
+
+def is_connected(combos: Sequence[Combo], n_modules: int) -> bool:
+    """The module co-occurrence graph (edge between modules active in a common combination) is
+    connected over all ``n_modules`` nodes."""
+    return len(co_occurrence_components(combos, n_modules)) == 1
 
 
 @dataclass(frozen=True)
@@ -160,13 +172,20 @@ def variance_scaling_(tensor: torch.Tensor, fan_in: int, scale: float, generator
 class Hyperteacher(nn.Module):
     """Teacher MLPs generated from a module bank by a task latent (Schug et al., ICLR 2024).
 
-    Buffers: ``bank_l`` (M, d_{l-1}, d_l), ``bias_l`` (M, d_l) for every generated layer l and the
-    fixed ``readout`` (d_L, d_out). ``forward(z, x)``: z (B, M), x (B, T, d_in) -> y (B, T, d_out).
+    ``fixed_input=False`` (the one-hidden-layer teacher): every hidden layer is generated.
+    ``fixed_input=True`` (the deeper teacher of the ICLR 2024 code, ``num_hidden > 1``): the input layer
+    d_in -> hidden[0] is fixed and shared by all tasks, ``h_1 = ReLU(W_in^T x + b_in)``, and only the
+    layers after it are generated; needs at least two hidden widths. Every generated layer reads the
+    same latent (as the 2025 code; the 2023 code draws one combination per layer).
+
+    Buffers: ``bank_l`` (M, d_{l-1}, d_l), ``bias_l`` (M, d_l) for every generated layer l, the
+    fixed ``readout`` (d_L, d_out) and, with ``fixed_input``, ``input_weight`` (d_in, hidden[0]) and
+    ``input_bias`` (hidden[0],). ``forward(z, x)``: z (B, M), x (B, T, d_in) -> y (B, T, d_out).
     """
 
     def __init__(self, *, d_in: int = 8, d_out: int = 4, hidden: Sequence[int] = (16,), n_modules: int = 6,
                  k_max: int = 2, weighting: str = "discrete", module_bias: bool = True,
-                 scale: float = 3 ** 0.5, seed: int = 0):
+                 scale: float = 3 ** 0.5, fixed_input: bool = False, seed: int = 0):
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
         for name, value in (("d_in", d_in), ("d_out", d_out), ("n_modules", n_modules)):
@@ -180,10 +199,13 @@ class Hyperteacher(nn.Module):
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
+        if fixed_input and len(hidden) < 2:
+            raise ValueError(f"fixed_input needs at least two hidden widths (one generated layer), got {hidden}")
         self.d_in, self.d_out, self.hidden = d_in, d_out, hidden
         self.n_modules, self.k_max, self.weighting = n_modules, k_max, weighting
+        self.fixed_input = fixed_input
         generator = torch.Generator().manual_seed(seed)
-        widths = (d_in, *hidden)
+        widths = hidden if fixed_input else (d_in, *hidden)
         for layer, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
             bank = variance_scaling_(torch.empty(n_modules, fan_in, fan_out), fan_in, scale, generator)
             bias = 0.5 * torch.rand(n_modules, fan_out, generator=generator) if module_bias \
@@ -192,10 +214,20 @@ class Hyperteacher(nn.Module):
             self.register_buffer(f"bias_{layer}", bias)
         readout = variance_scaling_(torch.empty(hidden[-1], d_out), hidden[-1], scale, generator)
         self.register_buffer("readout", readout)
+        if fixed_input:  # drawn last, so the generated layers of a seed do not depend on the option
+            self.register_buffer("input_weight",
+                                 variance_scaling_(torch.empty(d_in, hidden[0]), d_in, scale, generator))
+            self.register_buffer("input_bias", 2 * torch.rand(hidden[0], generator=generator) - 1)  # U[-1, 1]
 
     @property
     def num_layers(self) -> int:
+        """Number of hidden layers (fixed input layer included)."""
         return len(self.hidden)
+
+    @property
+    def num_generated(self) -> int:
+        """Number of generated layers: all hidden layers, or all but the fixed input layer."""
+        return self.num_layers - int(self.fixed_input)
 
     def bank(self, layer: int) -> torch.Tensor:
         return getattr(self, f"bank_{layer}")
@@ -208,7 +240,7 @@ class Hyperteacher(nn.Module):
         return z / math.sqrt(self.k_max)
 
     def layer_params(self, z: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """W_l(z_bar) (B, d_{l-1}, d_l) and b_l(z_bar) (B, d_l) for latents z (B, M)."""
+        """W_l(z_bar) (B, d_{l-1}, d_l) and b_l(z_bar) (B, d_l) of generated layer l for latents z (B, M)."""
         z_bar = self.normalize(z)
         return (torch.einsum("bm,mio->bio", z_bar, self.bank(layer)),
                 torch.einsum("bm,mo->bo", z_bar, self.bias(layer)))
@@ -218,8 +250,8 @@ class Hyperteacher(nn.Module):
             raise ValueError(f"expected z shaped (batch, {self.n_modules}), got {tuple(z.shape)}")
         if x.dim() != 3 or x.shape[0] != z.shape[0] or x.shape[2] != self.d_in:
             raise ValueError(f"expected x shaped ({z.shape[0]}, seq, {self.d_in}), got {tuple(x.shape)}")
-        h = x
-        for layer in range(self.num_layers):
+        h = torch.relu(x @ self.input_weight + self.input_bias) if self.fixed_input else x
+        for layer in range(self.num_generated):
             weight, bias = self.layer_params(z, layer)
             h = torch.relu(torch.einsum("bti,bio->bto", h, weight) + bias[:, None, :])
         return h @ self.readout
@@ -285,11 +317,14 @@ class ICLTaskSampler:
     """Sequences of context pairs followed by queries, from ID or OOD combinations of a split.
 
     Targets are standardised per output dimension with a mean and std estimated once from
-    ``stats_tasks`` in-distribution tasks (a fixed generator), so they never depend on the OOD set.
+    ``stats_tasks`` tasks of ``stats_combos`` (default: the split's ID combinations; a fixed generator),
+    so they never depend on the OOD set. Two samplers whose splits share an OOD set and that are given
+    the same teacher, ``stats_combos`` and ``stats_seed`` produce identical OOD batches from equal generators.
     """
 
     def __init__(self, teacher: Hyperteacher, split: Split, *, n_context: int = 12, n_query: int = 8,
-                 standardize: bool = True, stats_tasks: int = 4096, stats_seed: int = 0):
+                 standardize: bool = True, stats_tasks: int = 4096, stats_seed: int = 0,
+                 stats_combos: Sequence[Combo] | None = None):
         if n_context < 1 or n_query < 1:
             raise ValueError(f"n_context and n_query must be >= 1, got {n_context}, {n_query}")
         if not split.id or not split.ood:
@@ -299,7 +334,7 @@ class ICLTaskSampler:
         self.y_mean, self.y_std = torch.zeros(teacher.d_out), torch.ones(teacher.d_out)
         if standardize:
             generator = torch.Generator().manual_seed(stats_seed)
-            z, _ = teacher.sample_latents(split.id, stats_tasks, generator)
+            z, _ = teacher.sample_latents(split.id if stats_combos is None else stats_combos, stats_tasks, generator)
             with torch.no_grad():
                 y = teacher(z, teacher.sample_inputs(stats_tasks, 16, generator))  # (tasks, 16, d_out)
             self.y_mean = y.mean(dim=(0, 1))
