@@ -214,7 +214,7 @@ class Hyperteacher(nn.Module):
             self.register_buffer(f"bias_{layer}", bias)
         readout = variance_scaling_(torch.empty(hidden[-1], d_out), hidden[-1], scale, generator)
         self.register_buffer("readout", readout)
-        if fixed_input:  # drawn last, so the generated layers of a seed do not depend on the option
+        if fixed_input:  # drawn last: the stream of the one-layer teacher is unchanged by the option
             self.register_buffer("input_weight",
                                  variance_scaling_(torch.empty(d_in, hidden[0]), d_in, scale, generator))
             self.register_buffer("input_bias", 2 * torch.rand(hidden[0], generator=generator) - 1)  # U[-1, 1]
