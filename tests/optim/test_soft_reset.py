@@ -1,4 +1,5 @@
-"""Soft Reset (Galashov et al. 2024): drift model, γ estimator, the three optimizers (tenfold.optim.soft_reset)."""
+"""Soft Reset (Galashov et al. 2024): drift model and γ estimator (tenfold.optim.soft_reset_drift), the three
+optimizers (tenfold.optim.soft_reset)."""
 
 import copy
 import math
@@ -9,9 +10,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from tenfold.optim.baselines import ShrinkPerturb
-from tenfold.optim.soft_reset import (
-    BayesianSoftResetProximal, SoftReset, SoftResetProximal, diag_gaussian_kl, diag_gaussian_kl_grads,
-    drift_std, drifted_prior, gamma_grad_antithetic, gamma_grad_mc, init_sigma0, lr_multiplier, ou_drift_,
+from tenfold.optim.soft_reset import BayesianSoftResetProximal, SoftReset, SoftResetProximal
+from tenfold.optim.soft_reset_drift import (
+    diag_gaussian_kl, diag_gaussian_kl_grads, drift_std, drifted_prior, gamma_grad_antithetic, gamma_grad_mc,
+    init_sigma0, lr_multiplier, ou_drift_,
 )
 from tenfold.tasks.streams import RandomLabelStream
 

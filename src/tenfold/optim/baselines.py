@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from tenfold.utils.checks import check_choice, check_int, check_range
+
 __all__ = ["l2_init_grad", "shrink_perturb", "L2Init", "ShrinkPerturb", "HardReset"]
 
 
@@ -76,11 +78,6 @@ def _as_params(params: nn.Module | Iterable[Tensor]) -> list[Tensor]:
     return out
 
 
-def _check_nonneg(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
-
-
 def _snapshot(params: list[Tensor]) -> list[Tensor]:
     return [p.detach().clone() for p in params]
 
@@ -110,7 +107,7 @@ class L2Init:
     """
 
     def __init__(self, params: nn.Module | Iterable[Tensor], *, strength: float = 0.01):
-        _check_nonneg("strength", strength)
+        check_range("strength", strength, 0.0)
         self.params = _as_params(params)
         self.strength = float(strength)
         self.anchors = _snapshot(self.params)
@@ -157,13 +154,10 @@ class ShrinkPerturb:
 
     def __init__(self, params: nn.Module | Iterable[Tensor], *, shrink: float, noise_scale: float,
                  every: int = 1, noise_std: str = "absolute", generator: torch.Generator | None = None):
-        if not isinstance(shrink, (int, float)) or not 0.0 <= shrink <= 1.0:
-            raise ValueError(f"shrink must be in [0, 1], got {shrink!r}")
-        _check_nonneg("noise_scale", noise_scale)
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an int >= 1, got {every!r}")
-        if noise_std not in ("absolute", "init"):
-            raise ValueError(f"noise_std must be 'absolute' or 'init', got {noise_std!r}")
+        check_range("shrink", shrink, 0.0, 1.0)
+        check_range("noise_scale", noise_scale, 0.0)
+        check_int("every", every, 1)
+        check_choice("noise_std", noise_std, ("absolute", "init"))
         self.params = _as_params(params)
         self.shrink, self.noise_scale, self.every = float(shrink), float(noise_scale), every
         self.noise_std, self.generator = noise_std, generator
@@ -216,8 +210,7 @@ class HardReset:
                  generator: torch.Generator | None = None):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-        if mode not in ("init", "fresh"):
-            raise ValueError(f"mode must be 'init' or 'fresh', got {mode!r}")
+        check_choice("mode", mode, ("init", "fresh"))
         if init_fn is not None and mode != "fresh":
             raise ValueError("init_fn is only used with mode='fresh'")
         self.model, self.mode, self.init_fn, self.generator = model, mode, init_fn, generator

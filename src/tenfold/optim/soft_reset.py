@@ -28,6 +28,9 @@ drift model's form is reconstructed from that model (see docs/methods/soft-reset
 - Bayesian variant (:class:`BayesianSoftResetProximal`): a mean-field Gaussian posterior (μ, σ) with
   K_θ steps on the tempered ELBO E_q[L] + λ·KL(q ‖ q_{t+1|t}(γ)).
 
+The three share :class:`SoftResetBase` (prior, counters, state, validation, the γ search); the drift
+math is in :mod:`tenfold.optim.soft_reset_drift`.
+
 Each optimizer needs a closure that zeroes the gradients, runs forward and backward on the **new**
 batch at the current parameter values and returns the loss. The first closure call of every
 ``step`` is at the current parameters θ_t, before any drift or update (use it for online accuracy).
@@ -40,148 +43,21 @@ import math
 from collections.abc import Callable, Iterable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = [
-    "ou_drift_", "drifted_prior", "lr_multiplier", "drift_std", "drift_std_grad",
-    "gamma_grad_antithetic", "gamma_grad_mc", "diag_gaussian_kl", "diag_gaussian_kl_grads",
-    "soft_reset_sgd_", "init_sigma0",
-    "SoftReset", "SoftResetProximal", "BayesianSoftResetProximal",
-]
+from tenfold.optim.soft_reset_drift import (
+    SIGMA_RULES, diag_gaussian_kl_grads, drift_std, drifted_prior, gamma_grad_antithetic, gamma_grad_mc,
+    init_sigma0, lr_multiplier, ou_drift_, soft_reset_sgd_,
+)
+from tenfold.utils.checks import check_choice, check_int, check_range
 
-_ESTIMATORS = ("antithetic", "mc")
-_GRANULARITIES = ("tensor", "parameter")
-_PRIOR_MEANS = ("init", "zero")
-_SIGMA_RULES = ("auto", "pytorch_default", "he_normal")
+__all__ = ["SoftResetBase", "SoftReset", "SoftResetProximal", "BayesianSoftResetProximal"]
 
+ESTIMATORS = ("antithetic", "mc")
+GRANULARITIES = ("tensor", "parameter")
+PRIOR_MEANS = ("init", "zero")
 
-# =============================================================================================
-# pure tensor functions
-# =============================================================================================
-
-def ou_drift_(p: Tensor, mu0: Tensor | None, sigma0: float | Tensor, gamma: float | Tensor, *,
-              noise: bool = True, generator: torch.Generator | None = None) -> Tensor:
-    """One OU drift step in place: ``θ ← γθ + (1−γ)μ0 + √(1−γ²)·σ0·ξ``, ξ ~ N(0, I).
-
-    ``mu0=None`` means μ0 = 0; ``gamma`` is a scalar or a tensor broadcastable to ``p``.
-    Returns ``p``.
-    """
-    gamma = torch.as_tensor(gamma, dtype=p.dtype, device=p.device)
-    p.mul_(gamma)
-    if mu0 is not None:
-        p.add_((1 - gamma) * mu0)
-    if noise:
-        xi = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
-        p.add_(xi * (torch.sqrt((1 - gamma * gamma).clamp_min(0)) * sigma0))
-    return p
-
-
-def drifted_prior(mu: Tensor, var: Tensor | float, mu0: Tensor | float, var0: Tensor | float,
-                  gamma: Tensor | float) -> tuple[Tensor, Tensor]:
-    """Predictive prior after drift of a Gaussian N(μ, var) (spec §2.2):
-    ``(γμ + (1−γ)μ0,  γ²·var + (1−γ²)·var0)``."""
-    gamma = torch.as_tensor(gamma, dtype=mu.dtype, device=mu.device)
-    mean = gamma * mu + (1 - gamma) * mu0
-    variance = gamma * gamma * var + (1 - gamma * gamma) * var0
-    return mean, torch.as_tensor(variance, dtype=mu.dtype, device=mu.device)
-
-
-def lr_multiplier(gamma: Tensor | float, s: float, rho_max: float = 10.0) -> Tensor:
-    """Learning-rate increase ``ρ(γ) = min(γ² + (1−γ²)/s, ρ_max)``: drifted over undrifted prior
-    variance when the posterior variance is s·σ0². ρ(1) = 1, ρ(0) = 1/s."""
-    gamma = torch.as_tensor(gamma)
-    return torch.clamp(gamma * gamma + (1 - gamma * gamma) / s, max=rho_max)
-
-
-def drift_std(gamma: Tensor | float, post_var: Tensor | float, var0: Tensor | float) -> Tensor:
-    """Std of the drifted predictive prior, ``√(γ²·post_var + (1−γ²)·var0)``."""
-    gamma = torch.as_tensor(gamma)
-    return torch.sqrt(gamma * gamma * post_var + (1 - gamma * gamma) * var0)
-
-
-def drift_std_grad(gamma: Tensor | float, post_var: Tensor | float, var0: Tensor | float) -> Tensor:
-    """``d std/dγ = γ(post_var − var0)/std(γ)``; with post_var = s·var0 and γ = 1: ``−σ0(1−s)/√s``."""
-    gamma = torch.as_tensor(gamma)
-    return gamma * (post_var - var0) / drift_std(gamma, post_var, var0)
-
-
-def gamma_grad_antithetic(g0: Tensor, g_plus: Tensor, g_minus: Tensor, eps: Tensor, theta: Tensor,
-                          mu0: Tensor | float, sigma0: float | Tensor, s: float | None,
-                          gamma: Tensor | float = 1.0, *, post_var: Tensor | float | None = None,
-                          reduce: bool = True) -> Tensor:
-    """Antithetic estimate of ``d/dγ E_ε[L(θ(γ, ε))]`` (spec §2.3):
-
-        ĝ = ⟨g0, θ − μ0⟩ + ½⟨(g+ − g−)·std'(γ), ε⟩
-
-    where g0 = ∇L(m(γ)), g± = ∇L(m(γ) ± std(γ)ε), m(γ) = γθ + (1−γ)μ0, and std'(γ) =
-    :func:`drift_std_grad` with posterior variance ``post_var`` (default s·σ0², the SGD variant).
-    The pair cancels the first-order noise and leaves the curvature term, so at γ = 1 for a
-    quadratic L with Hessian H the expectation is ⟨∇L(θ), θ − μ0⟩ − (1−s)σ0²·tr H.
-    ``reduce=True`` sums over the tensor (one γ per tensor); ``False`` returns the per-element terms.
-    """
-    var0 = sigma0 * sigma0
-    post_var = s * var0 if post_var is None else post_var
-    dstd = drift_std_grad(gamma, post_var, var0)
-    terms = g0 * (theta - mu0) + 0.5 * (g_plus - g_minus) * dstd * eps
-    return terms.sum() if reduce else terms
-
-
-def gamma_grad_mc(grads: list[Tensor], eps: list[Tensor], theta: Tensor, mu0: Tensor | float,
-                  sigma0: float | Tensor, s: float | None, gamma: Tensor | float = 1.0, *,
-                  post_var: Tensor | float | None = None, reduce: bool = True) -> Tensor:
-    """Plain reparameterised Monte-Carlo estimate, ``mean_k ⟨g_k, (θ − μ0) + std'(γ)·ε_k⟩`` with
-    g_k = ∇L(m(γ) + std(γ)·ε_k) (posterior variance ``post_var``, default s·σ0²). Unbiased but
-    high-variance (one sample swamps the signal)."""
-    var0 = sigma0 * sigma0
-    dstd = drift_std_grad(gamma, s * var0 if post_var is None else post_var, var0)
-    terms = sum(g * ((theta - mu0) + dstd * e) for g, e in zip(grads, eps)) / len(grads)
-    return terms.sum() if reduce else terms
-
-
-def diag_gaussian_kl(mu: Tensor, var: Tensor | float, mu_p: Tensor | float, var_p: Tensor | float) -> Tensor:
-    """``KL(N(μ, diag var) ‖ N(μ_p, diag var_p)) = ½Σ[var/var_p + (μ−μ_p)²/var_p − 1 + log(var_p/var)]``."""
-    var, var_p = torch.as_tensor(var, dtype=mu.dtype), torch.as_tensor(var_p, dtype=mu.dtype)
-    terms = var / var_p + (mu - mu_p) ** 2 / var_p - 1 + torch.log(var_p / var)
-    return 0.5 * torch.broadcast_to(terms, mu.shape).sum()
-
-
-def diag_gaussian_kl_grads(mu: Tensor, sigma: Tensor, mu_p: Tensor | float,
-                           var_p: Tensor | float) -> tuple[Tensor, Tensor]:
-    """Gradients of :func:`diag_gaussian_kl` in (μ, σ): ``((μ−μ_p)/var_p,  σ/var_p − 1/σ)``."""
-    return (mu - mu_p) / var_p, sigma / var_p - 1 / sigma
-
-
-@torch.no_grad()
-def soft_reset_sgd_(p: Tensor, grad: Tensor, lr: float, rho: Tensor | float) -> Tensor:
-    """The SGD-variant update in place, ``θ ← θ̃ − α·ρ·g`` (ρ = 1 is exactly ``torch.optim.SGD``)."""
-    if isinstance(rho, Tensor) and rho.numel() > 1:
-        return p.add_(grad * rho, alpha=-lr)
-    return p.add_(grad, alpha=-lr * float(rho))
-
-
-def init_sigma0(p: Tensor, rule: str | float = "auto", floor: float = 0.0) -> float:
-    """Std σ0 of the initialisation distribution of tensor ``p`` (at its initial value).
-
-    ``"auto"``: the empirical std of the tensor's values (consistent for any i.i.d. initialiser;
-    0 for constant tensors such as LayerNorm weights or zero biases). ``"pytorch_default"``:
-    nn.Linear/Conv default kaiming_uniform(a=√5) = U(±1/√fan_in), σ0 = √(1/(3·fan_in)).
-    ``"he_normal"``: σ0 = √(2/fan_in). Fan-in rules need dim ≥ 2 (1-D tensors fall back to
-    ``"auto"``). A float is used as is. The result is at least ``floor``.
-    """
-    if isinstance(rule, (int, float)):
-        value = float(rule)
-    elif rule == "auto" or p.dim() < 2:
-        value = float(p.detach().float().std()) if p.numel() > 1 else 0.0
-    else:
-        fan_in = p[0].numel()
-        value = math.sqrt(1.0 / (3 * fan_in)) if rule == "pytorch_default" else math.sqrt(2.0 / fan_in)
-    return max(value, floor)
-
-
-# =============================================================================================
-# shared helpers
-# =============================================================================================
 
 def _is_finite(loss, tensors: Iterable[Tensor | None]) -> bool:
     """True when ``loss`` and every tensor are finite (a sum is non-finite iff some entry is)."""
@@ -196,28 +72,53 @@ def _grads(params: list[Tensor]) -> list[Tensor]:
     return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
 
 
-def _check_float(name: str, value, low: float, high: float, *, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be a float in {bracket}{low}, {high}], got {value!r}")
+# =============================================================================================
+# the base class
+# =============================================================================================
 
+class SoftResetBase(Optimizer):
+    """What every Soft Reset optimizer owns: the per-parameter prior (μ0, σ0), the drift mask, γ and ρ
+    (in ``self.state[p]``), the validation of the shared hyperparameters, the counters and
+    diagnostics, the γ search, and a ``state_dict`` that also carries the noise generator.
 
-def _check_int(name: str, value, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    Subclasses implement ``step`` and ``_posterior_var(group, p)`` (the variance the γ search
+    assumes for the posterior) and may add to the saved state through ``_extra_state`` /
+    ``_load_extra_state``.
 
+    Counters and diagnostics: ``closure_calls`` (forward/backward passes so far), ``skipped_steps``
+    (steps skipped for a non-finite loss or gradient), ``last_passes`` (passes of the last step),
+    ``last_gammas`` (parameter name → γ of the last step, the minimum over elements),
+    ``last_online_loss`` (the loss at θ_t of the last step).
+    """
 
-def _check_choice(name: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-class _DriftMixin:
-    """Per-parameter prior (μ0, σ0), drift mask and the γ estimator shared by the three optimizers."""
+    def __init__(self, params, defaults: dict, *, prior_mean: str, sigma0, sigma0_floor: float,
+                 fixed_gamma: float | None, generator: torch.Generator | None, persistent_gamma: bool = False):
+        check_range("lr", defaults["lr"], 0.0)
+        check_range("s", defaults["s"], 0.0, 1.0, low_open=True)
+        check_range("gamma_lr", defaults["gamma_lr"], 0.0)
+        check_int("gamma_steps", defaults["gamma_steps"], 1)
+        check_int("gamma_samples", defaults["gamma_samples"], 1)
+        check_choice("gamma_estimator", defaults["gamma_estimator"], ESTIMATORS)
+        check_choice("granularity", defaults["granularity"], GRANULARITIES)
+        check_range("gamma_min", defaults["gamma_min"], 0.0, 1.0, high_open=True)
+        check_choice("prior_mean", prior_mean, PRIOR_MEANS)
+        check_range("sigma0_floor", sigma0_floor, 0.0)
+        if not (isinstance(sigma0, (int, float, dict)) or sigma0 in SIGMA_RULES):
+            raise ValueError(f"sigma0 must be one of {SIGMA_RULES}, a float or a dict, got {sigma0!r}")
+        if fixed_gamma is not None:
+            check_range("fixed_gamma", fixed_gamma, 0.0, 1.0)
+        super().__init__(params, {**defaults, "drift": None})
+        self.prior_mean, self.fixed_gamma, self.persistent_gamma = prior_mean, fixed_gamma, persistent_gamma
+        self.generator = generator
+        self._names: dict[Tensor, str] = {}
+        self._init_prior(prior_mean, sigma0, sigma0_floor)
+        self.closure_calls, self.skipped_steps, self._passes = 0, 0, 0
+        self.last_gammas: dict[str, float] = {}
+        self.last_online_loss: float = float("nan")
+        self.last_passes = 0
 
     def _init_prior(self, prior_mean: str, sigma0, sigma0_floor: float) -> None:
+        """μ0, σ0, the drift mask, γ and ρ of every parameter (state), and its name."""
         for gi, group in enumerate(self.param_groups):
             names = group.get("param_names") or [f"group{gi}.param{j}" for j in range(len(group["params"]))]
             for name, p in zip(names, group["params"]):
@@ -257,6 +158,27 @@ class _DriftMixin:
         self.closure_calls += 1
         self._passes += 1
         return loss
+
+    def _posterior_var(self, group: dict, p: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _gammas(self, closure, drifting, theta, g0) -> dict:
+        """γ of every drifting tensor: ``fixed_gamma``, or the γ search from 1 (from the previous γ
+        with ``persistent_gamma``). Returns {index: γ}."""
+        if self.fixed_gamma is not None:
+            return {i: torch.full_like(self.state[p]["gamma"], self.fixed_gamma) for _, p, i in drifting}
+        if not drifting:
+            return {}
+        keys = ("gamma_lr", "gamma_steps", "gamma_samples", "gamma_estimator")
+        if len({tuple(g[k] for k in keys) for g, _, _ in drifting}) > 1:
+            raise ValueError(f"{', '.join(keys)} must be equal across drifting param groups")
+        post_var = {i: self._posterior_var(g, p) for g, p, i in drifting}
+        start = {i: (self.state[p]["gamma"] if self.persistent_gamma else torch.ones_like(self.state[p]["gamma"]))
+                 for _, p, i in drifting}
+        group = drifting[0][0]
+        return self._estimate_gammas(closure, drifting, {i: theta[i] for _, _, i in drifting},
+                                     {i: g0[i] for _, _, i in drifting}, post_var, start, group["gamma_steps"],
+                                     group["gamma_lr"], group["gamma_samples"], group["gamma_estimator"])
 
     def _reduce(self, terms: Tensor) -> Tensor:
         return terms if self.defaults["granularity"] == "parameter" else terms.sum()
@@ -332,11 +254,34 @@ class _DriftMixin:
         self.last_gammas = {self._names[p]: float(gammas[i].min()) for _, p, i in drifting}
 
 
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra_state(self, extra: dict) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["soft_reset"] = {"generator": None if self.generator is None else self.generator.get_state(),
+                            "counters": [self.closure_calls, self.skipped_steps], **self._extra_state()}
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        extra = state_dict.get("soft_reset", {})
+        # deep copy: torch keeps references to the given tensors, and σ, γ, ρ are updated in place
+        super().load_state_dict(copy.deepcopy({k: v for k, v in state_dict.items() if k != "soft_reset"}))
+        if extra.get("generator") is not None and self.generator is not None:
+            self.generator.set_state(extra["generator"])
+        self._load_extra_state(extra)
+        if "counters" in extra:
+            self.closure_calls, self.skipped_steps = extra["counters"]
+
+
 # =============================================================================================
 # SGD variant (also wraps any base optimizer)
 # =============================================================================================
 
-class SoftReset(_DriftMixin, Optimizer):
+class SoftReset(SoftResetBase):
     """Soft Reset (Galashov et al. 2024), SGD variant, or a wrapper around any base optimizer.
 
     Per step (closure required; the first call is at θ_t):
@@ -369,8 +314,10 @@ class SoftReset(_DriftMixin, Optimizer):
         ou_noise: add the OU noise √(1−γ²)σ0ξ to θ̃.
         lr_boost: multiply the step by ρ(γ).  rho_max: cap on ρ (≥ 1).
         gamma_min: lower clip of γ in [0, 1).
-        sigma0: "auto" | "pytorch_default" | "he_normal" | float | {name: rule} (see :func:`init_sigma0`).
-        sigma0_floor: lower bound on σ0.
+        sigma0: "auto" | "pytorch_default" | "he_normal" | float | {name: rule} (see
+            :func:`~tenfold.optim.soft_reset_drift.init_sigma0`).
+        sigma0_floor: lower bound on σ0 (a tensor with σ0 = 0, e.g. a constant init, never drifts
+            unless the floor lifts it).
         persistent_gamma: start each step's γ search from the previous γ instead of 1 (ablation).
         fixed_gamma: use this γ for every drifting tensor instead of estimating it (no γ passes).
         moment_damping: with ``base``, multiply momentum/first-moment buffers by γ when drifting.
@@ -384,23 +331,7 @@ class SoftReset(_DriftMixin, Optimizer):
                  sigma0="auto", sigma0_floor: float = 0.0, persistent_gamma: bool = False,
                  fixed_gamma: float | None = None, moment_damping: bool = False,
                  generator: torch.Generator | None = None):
-        _check_float("lr", lr, 0.0, math.inf)
-        _check_float("s", s, 0.0, 1.0, low_open=True)
-        _check_float("gamma_lr", gamma_lr, 0.0, math.inf)
-        _check_int("gamma_steps", gamma_steps, 1)
-        _check_choice("gamma_estimator", gamma_estimator, _ESTIMATORS)
-        _check_int("gamma_samples", gamma_samples, 1)
-        _check_choice("granularity", granularity, _GRANULARITIES)
-        _check_choice("prior_mean", prior_mean, _PRIOR_MEANS)
-        _check_float("rho_max", rho_max, 1.0, math.inf)
-        _check_float("gamma_min", gamma_min, 0.0, 1.0)
-        if gamma_min >= 1.0:
-            raise ValueError(f"gamma_min must be in [0, 1), got {gamma_min!r}")
-        _check_float("sigma0_floor", sigma0_floor, 0.0, math.inf)
-        if not (isinstance(sigma0, (int, float, dict)) or sigma0 in _SIGMA_RULES):
-            raise ValueError(f"sigma0 must be one of {_SIGMA_RULES}, a float or a dict, got {sigma0!r}")
-        if fixed_gamma is not None:
-            _check_float("fixed_gamma", fixed_gamma, 0.0, 1.0)
+        check_range("rho_max", rho_max, 1.0)
         if base is not None and not isinstance(base, Optimizer):
             raise ValueError(f"base must be a torch.optim.Optimizer, got {type(base).__name__}")
         if base is not None and params is None:
@@ -411,26 +342,18 @@ class SoftReset(_DriftMixin, Optimizer):
             raise ValueError("params must be given (or a base optimizer whose parameters are used)")
         defaults = dict(lr=lr, s=s, gamma_lr=gamma_lr, gamma_steps=gamma_steps, gamma_estimator=gamma_estimator,
                         gamma_samples=gamma_samples, granularity=granularity, ou_noise=ou_noise,
-                        lr_boost=lr_boost, rho_max=rho_max, gamma_min=gamma_min, drift=None)
-        super().__init__(params, defaults)
-        self.base, self.generator = base, generator
-        self.prior_mean, self.persistent_gamma = prior_mean, persistent_gamma
-        self.fixed_gamma, self.moment_damping = fixed_gamma, moment_damping
-        self._names: dict[Tensor, str] = {}
-        self._init_prior(prior_mean, sigma0, sigma0_floor)
-        self.closure_calls, self.skipped_steps, self._passes = 0, 0, 0
-        self.last_gammas: dict[str, float] = {}
-        self.last_online_loss: float = float("nan")
-        self.last_passes = 0
+                        lr_boost=lr_boost, rho_max=rho_max, gamma_min=gamma_min)
+        super().__init__(params, defaults, prior_mean=prior_mean, sigma0=sigma0, sigma0_floor=sigma0_floor,
+                         fixed_gamma=fixed_gamma, generator=generator, persistent_gamma=persistent_gamma)
+        self.base, self.moment_damping = base, moment_damping
 
-    # ----------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None):
         """One Soft Reset step on the batch the closure evaluates; returns the loss at θ_t."""
         entries, params, theta, loss, g0, drifting = self._begin_step(closure)
         if not _is_finite(loss, g0):
             return self._skip(params, theta, loss)
-        gammas = self._gammas(closure, drifting, theta, {i: g0[i] for _, _, i in drifting})
+        gammas = self._gammas(closure, drifting, theta, g0)
         drifted = self._drift(drifting, gammas)
         grads = g0
         if drifted:
@@ -443,21 +366,8 @@ class SoftReset(_DriftMixin, Optimizer):
         self.last_passes = self._passes
         return loss
 
-    def _gammas(self, closure, drifting, theta, g0) -> dict:
-        if self.fixed_gamma is not None:
-            return {i: torch.full_like(self.state[p]["gamma"], self.fixed_gamma) for _, p, i in drifting}
-        if not drifting:
-            return {}
-        post_var = {i: g["s"] * self.state[p]["sigma0"] ** 2 for g, p, i in drifting}
-        start = {i: (self.state[p]["gamma"] if self.persistent_gamma else torch.ones_like(self.state[p]["gamma"]))
-                 for _, p, i in drifting}
-        group = drifting[0][0]
-        lr = {id(g): g["gamma_lr"] for g, _, _ in drifting}
-        if len(set(lr.values())) > 1 or len({g["gamma_steps"] for g, _, _ in drifting}) > 1:
-            raise ValueError("gamma_lr and gamma_steps must be equal across drifting param groups")
-        return self._estimate_gammas(closure, drifting, {i: theta[i] for _, _, i in drifting}, g0, post_var,
-                                     start, group["gamma_steps"], group["gamma_lr"], group["gamma_samples"],
-                                     group["gamma_estimator"])
+    def _posterior_var(self, group: dict, p: Tensor) -> Tensor:
+        return group["s"] * self.state[p]["sigma0"] ** 2
 
     def _drift(self, drifting, gammas) -> bool:
         drifted = False
@@ -499,26 +409,12 @@ class SoftReset(_DriftMixin, Optimizer):
         for p, before in start.items():
             p.copy_(before + self.state[p]["rho"] * (p - before))
 
-    # ----------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        sd = super().state_dict()
-        sd["soft_reset"] = {
-            "generator": None if self.generator is None else self.generator.get_state(),
-            "base": None if self.base is None else self.base.state_dict(),
-            "counters": [self.closure_calls, self.skipped_steps],
-        }
-        return sd
+    def _extra_state(self) -> dict:
+        return {"base": None if self.base is None else self.base.state_dict()}
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        extra = state_dict.get("soft_reset", {})
-        # deep copy: torch keeps references to the given tensors, and σ, γ, ρ are updated in place
-        super().load_state_dict(copy.deepcopy({k: v for k, v in state_dict.items() if k != "soft_reset"}))
-        if extra.get("generator") is not None and self.generator is not None:
-            self.generator.set_state(extra["generator"])
+    def _load_extra_state(self, extra: dict) -> None:
         if extra.get("base") is not None and self.base is not None:
             self.base.load_state_dict(extra["base"])
-        if "counters" in extra:
-            self.closure_calls, self.skipped_steps = extra["counters"]
 
 
 # =============================================================================================
@@ -540,10 +436,10 @@ class SoftResetProximal(SoftReset):
 
     def __init__(self, params, *, prox_steps: int = 2, prox_temperature: float | None = None,
                  prox_lr_scale: float = 1.0, **kwargs):
-        _check_int("prox_steps", prox_steps, 1)
+        check_int("prox_steps", prox_steps, 1)
         if prox_temperature is not None:
-            _check_float("prox_temperature", prox_temperature, 0.0, math.inf, low_open=True)
-        _check_float("prox_lr_scale", prox_lr_scale, 0.0, 1.0, low_open=True)
+            check_range("prox_temperature", prox_temperature, 0.0, low_open=True)
+        check_range("prox_lr_scale", prox_lr_scale, 0.0, 1.0, low_open=True)
         if kwargs.get("base") is not None:
             raise ValueError("SoftResetProximal does not take a base optimizer")
         super().__init__(params, **kwargs)
@@ -577,7 +473,7 @@ class SoftResetProximal(SoftReset):
 # Bayesian variant
 # =============================================================================================
 
-class BayesianSoftResetProximal(_DriftMixin, Optimizer):
+class BayesianSoftResetProximal(SoftResetBase):
     """Bayesian Soft Reset Proximal (Galashov et al. 2024): a mean-field Gaussian posterior
     q = N(μ, diag σ²) per drifting tensor (the parameters hold μ; σ lives in the state).
 
@@ -595,7 +491,20 @@ class BayesianSoftResetProximal(_DriftMixin, Optimizer):
     :class:`SoftResetProximal` with ``prox_temperature = 1/λ``. ``kl_weight=None`` sets λ per tensor
     to s·σ0²/lr (then the first μ step is the SGD variant's with learning rate ``lr``). Tensors that
     do not drift (biases) are deterministic and take fixed-point steps with ``lr``.
-    ``sample_()`` writes a posterior sample into the parameters, ``use_mean_()`` restores μ.
+    ``sample_()`` writes a posterior sample into the parameters, ``use_mean_()`` restores μ (e.g. to
+    evaluate the posterior predictive by averaging over samples).
+
+    Args:
+        params: parameters or named parameters (names key ``last_gammas``).
+        lr: step size of the tensors that do not drift, and λ's default (see ``kl_weight``).
+        s: initial posterior/prior variance ratio in (0, 1] (σ starts at √s·σ0).
+        kl_weight: λ > 0 for every tensor; None: per tensor s·σ0²/lr.
+        sigma_init: initial σ of every drifting tensor instead of √s·σ0.
+        gamma_lr, gamma_steps, gamma_samples, gamma_min, fixed_gamma: the γ search, as in :class:`SoftReset`.
+        prox_steps: K_θ ≥ 1 ELBO steps per batch.  theta_samples: antithetic θ pairs per step (0: L at μ).
+        prox_lr_scale: c in (0, 1], the μ step.  sigma_lr_scale: c_σ in [0, 1], the log σ step.
+        learn_sigma: update σ (False holds it fixed: the equivalence with the proximal variant).
+        prior_mean, sigma0, sigma0_floor, generator: as in :class:`SoftReset`.
     """
 
     def __init__(self, params, *, lr: float = 0.05, s: float = 0.1, kl_weight: float | None = None,
@@ -604,39 +513,24 @@ class BayesianSoftResetProximal(_DriftMixin, Optimizer):
                  prox_lr_scale: float = 1.0, sigma_lr_scale: float = 0.5, learn_sigma: bool = True,
                  prior_mean: str = "init", sigma0="auto", sigma0_floor: float = 0.0,
                  fixed_gamma: float | None = None, generator: torch.Generator | None = None):
-        _check_float("lr", lr, 0.0, math.inf)
-        _check_float("s", s, 0.0, 1.0, low_open=True)
         if kl_weight is not None:
-            _check_float("kl_weight", kl_weight, 0.0, math.inf, low_open=True)
+            check_range("kl_weight", kl_weight, 0.0, low_open=True)
         if sigma_init is not None:
-            _check_float("sigma_init", sigma_init, 0.0, math.inf, low_open=True)
-        _check_float("gamma_lr", gamma_lr, 0.0, math.inf)
-        _check_int("gamma_steps", gamma_steps, 1)
-        _check_int("gamma_samples", gamma_samples, 1)
-        _check_float("gamma_min", gamma_min, 0.0, 1.0)
-        if gamma_min >= 1.0:
-            raise ValueError(f"gamma_min must be in [0, 1), got {gamma_min!r}")
-        _check_int("prox_steps", prox_steps, 1)
-        _check_int("theta_samples", theta_samples, 0)
-        _check_float("prox_lr_scale", prox_lr_scale, 0.0, 1.0, low_open=True)
-        _check_float("sigma_lr_scale", sigma_lr_scale, 0.0, 1.0)
-        _check_choice("prior_mean", prior_mean, _PRIOR_MEANS)
-        if fixed_gamma is not None:
-            _check_float("fixed_gamma", fixed_gamma, 0.0, 1.0)
+            check_range("sigma_init", sigma_init, 0.0, low_open=True)
+        check_int("prox_steps", prox_steps, 1)
+        check_int("theta_samples", theta_samples, 0)
+        check_range("prox_lr_scale", prox_lr_scale, 0.0, 1.0, low_open=True)
+        check_range("sigma_lr_scale", sigma_lr_scale, 0.0, 1.0)
         defaults = dict(lr=lr, s=s, gamma_lr=gamma_lr, gamma_steps=gamma_steps, gamma_samples=gamma_samples,
-                        gamma_min=gamma_min, granularity="tensor", drift=None)
-        super().__init__(params, defaults)
+                        gamma_estimator="antithetic", gamma_min=gamma_min, granularity="tensor")
+        super().__init__(params, defaults, prior_mean=prior_mean, sigma0=sigma0, sigma0_floor=sigma0_floor,
+                         fixed_gamma=fixed_gamma, generator=generator)
         self.kl_weight, self.prox_steps, self.theta_samples = kl_weight, prox_steps, theta_samples
         self.prox_lr_scale, self.sigma_lr_scale, self.learn_sigma = prox_lr_scale, sigma_lr_scale, learn_sigma
-        self.prior_mean, self.fixed_gamma, self.generator = prior_mean, fixed_gamma, generator
-        self._names = {}
-        self._init_prior(prior_mean, sigma0, sigma0_floor)
         for g, p in self._all():
             st = self.state[p]
             sigma = sigma_init if sigma_init is not None else math.sqrt(g["s"]) * float(st["sigma0"])
             st["sigma"] = torch.full_like(p, sigma if st["drift"] else 0.0)
-        self.closure_calls, self.skipped_steps, self._passes = 0, 0, 0
-        self.last_gammas, self.last_online_loss, self.last_passes = {}, float("nan"), 0
         self._saved_mean: list[Tensor] | None = None
 
     def _lambda(self, g: dict, p: Tensor) -> Tensor:
@@ -651,7 +545,7 @@ class BayesianSoftResetProximal(_DriftMixin, Optimizer):
         entries, params, theta, loss, g0, drifting = self._begin_step(closure)
         if not _is_finite(loss, g0):
             return self._skip(params, theta, loss)
-        gammas = self._bayes_gammas(closure, drifting, theta, g0)
+        gammas = self._gammas(closure, drifting, theta, g0)
         priors = {}
         for g, p, i in drifting:
             st = self.state[p]
@@ -670,17 +564,8 @@ class BayesianSoftResetProximal(_DriftMixin, Optimizer):
         self.last_passes = self._passes
         return loss
 
-    def _bayes_gammas(self, closure, drifting, theta, g0) -> dict:
-        if self.fixed_gamma is not None:
-            return {i: torch.full_like(self.state[p]["gamma"], self.fixed_gamma) for _, p, i in drifting}
-        if not drifting:
-            return {}
-        g = drifting[0][0]
-        post_var = {i: self.state[p]["sigma"] ** 2 for _, p, i in drifting}
-        start = {i: torch.ones_like(self.state[p]["gamma"]) for _, p, i in drifting}
-        return self._estimate_gammas(closure, drifting, {i: theta[i] for _, _, i in drifting},
-                                     {i: g0[i] for _, _, i in drifting}, post_var, start, g["gamma_steps"],
-                                     g["gamma_lr"], g["gamma_samples"], "antithetic")
+    def _posterior_var(self, group: dict, p: Tensor) -> Tensor:
+        return self.state[p]["sigma"] ** 2
 
     def _elbo_steps(self, closure, entries, theta, drifting, priors) -> bool:
         """K_θ preconditioned steps on the tempered ELBO; False if a gradient was non-finite."""
@@ -753,18 +638,3 @@ class BayesianSoftResetProximal(_DriftMixin, Optimizer):
             for (_, p), mean in zip(self._all(), self._saved_mean):
                 p.copy_(mean)
             self._saved_mean = None
-
-    def state_dict(self) -> dict:
-        sd = super().state_dict()
-        sd["soft_reset"] = {"generator": None if self.generator is None else self.generator.get_state(),
-                            "counters": [self.closure_calls, self.skipped_steps]}
-        return sd
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        extra = state_dict.get("soft_reset", {})
-        # deep copy: torch keeps references to the given tensors, and σ, γ, ρ are updated in place
-        super().load_state_dict(copy.deepcopy({k: v for k, v in state_dict.items() if k != "soft_reset"}))
-        if extra.get("generator") is not None and self.generator is not None:
-            self.generator.set_state(extra["generator"])
-        if "counters" in extra:
-            self.closure_calls, self.skipped_steps = extra["counters"]
