@@ -23,12 +23,12 @@ def _cases() -> dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple], Ca
     from tenfold.models.vivit import ViViTJoint
     from tenfold.nn.attention import Attention
     from tenfold.nn.blockdiag import BlockDiagonalLinear
-    from tenfold.nn.normalized import NormMLP
+    from tenfold.models.normalized import NormMLP
     from tenfold.nn.rglru import RGLRU
     from tenfold.nn.rope import RotaryEmbedding
     from tenfold.nn.structured import BlockDenseLinear, BlockShuffleLinear, LowRankLinear
     from tenfold.nn.xlstm import XLSTMStack
-    from tenfold.tasks.max_retrieval import MaxRetrievalNet
+    from tenfold.models.max_retrieval import MaxRetrievalNet
 
     first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731
     seq = lambda: (torch.randn(2, 7, 16),)  # noqa: E731

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tenfold.analysis.effective_lr import (LayerwiseELRSchedule, effective_lr, global_elr_lr, layer_effective_lrs,
                                            layerwise_elr_lrs, matching_lr, named_param_groups)
-from tenfold.nn.normalized import NormMLP
+from tenfold.models.normalized import NormMLP
 from tenfold.optim import NaP
 
 

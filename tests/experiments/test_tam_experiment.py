@@ -5,7 +5,7 @@ import dataclasses
 
 import torch
 
-from tenfold.experiment import RunContext
+from tenfold.experiment import RunContext, fill_claims
 from tenfold.experiments import tam
 
 
@@ -36,6 +36,7 @@ def test_smoke_run_and_evaluate(tmp_path):
     cfg = tam.PRESETS["smoke"]
     records = {s: tam.run_seed(cfg, RunContext(seed=s, device=torch.device("cpu"), workdir=tmp_path)) for s in cfg.seeds}
     evaluation = tam.evaluate(cfg, records, tmp_path)
-    assert [c.id for c in evaluation.claims] == list(tam.EXPERIMENT.claim_ids)
+    claims = fill_claims(tam.EXPERIMENT.claims, evaluation.measured, evaluation.notes)
+    assert [c.id for c in claims] == list(tam.EXPERIMENT.claim_ids)
     assert all((tmp_path / f).exists() for f in evaluation.figures)
     assert 0.0 < evaluation.metrics["shift"]["mean_damping"]["tam@0.02"]["mean"] < 1.0

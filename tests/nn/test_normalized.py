@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from tenfold.nn.normalized import (ChannelRMSNorm, NormCNN, NormMLP, NormTransformerBlock,
-                                   add_norm_before_activations, find_nap_groups, make_norm)
+from tenfold.models.normalized import NormCNN, NormMLP
+from tenfold.nn.normalized import (ChannelRMSNorm, NormTransformerBlock, add_norm_before_activations, find_nap_groups,
+                                   make_norm)
 
 
 def test_helper_inserts_norm_before_every_activation_and_drops_biases():

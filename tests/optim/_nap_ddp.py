@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from tenfold.nn.normalized import NormMLP
+from tenfold.models.normalized import NormMLP
 from tenfold.optim.nap import NaP
 
 

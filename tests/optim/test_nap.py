@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenfold.nn.normalized import NaPGroups, NormCNN, NormMLP, NormTransformerBlock
+from tenfold.models.normalized import NormCNN, NormMLP
+from tenfold.nn.normalized import NaPGroups, NormTransformerBlock
 from tenfold.optim import NaP
 from tenfold.optim.nap import joint_norm, project_to_norm
 from tenfold.utils.checkpoint import load_checkpoint, save_checkpoint

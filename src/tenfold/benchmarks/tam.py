@@ -17,7 +17,7 @@ NAME = "tam"
 def bench(quick: bool = True) -> list[BenchRow]:
     """Optimizer step time: TAM vs SGD(momentum) and AdaTAM vs AdamW on a ~5.3M-parameter MLP
     (512-2048-2048-10), plus granularity global vs tensor and a whole training step of the
-    TAM-2 student."""
+    online-shift student."""
     repeats = 30 if quick else 200
     return [_bench_step("step 5.3M MLP", ("torch.optim.SGD(momentum=0.9)", lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.9)),
                         ("TAM", lambda p: TAM(p, lr=1e-3)), repeats),

@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from tenfold import plotting
-from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats, stack_seeds
+from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, seed_stats, stack_seeds
 from tenfold.nn.adaptive_temperature import (
     PAPER_COEFFS, adaptive_beta, adaptive_temperature_softmax, fit_polynomial, log_n_scaled_softmax,
 )
-from tenfold.tasks.max_retrieval import MaxRetrievalNet, sample_max_retrieval
+from tenfold.models.max_retrieval import MaxRetrievalNet
+from tenfold.tasks.max_retrieval import sample_max_retrieval
 
 
 @dataclass
@@ -169,7 +170,31 @@ def _metrics(cfg: Config, records: dict[int, dict]) -> dict:
     return metrics
 
 
-def _claims(cfg: Config, records: dict[int, dict]) -> list:
+CLAIMS = (
+    ClaimSpec("adaptive-temperature.in-distribution", "Baseline accuracy at the training size (16 items), seed mean",
+              "98.6% at 16 items", ">= 0.95"),
+    ClaimSpec("adaptive-temperature.accuracy-falls",
+              "Baseline accuracy drop from 16 items to the largest test size, seed mean",
+              "98.6% at 16 items -> 22.6% at 4096", ">= 0.1"),
+    ClaimSpec("adaptive-temperature.max-weight-falls",
+              "Sizes where the mean attention weight on the max item does not fall as the set doubles",
+              "the max-retrieval head is sharp at 16 items and disperses at larger sizes (Fig. 2)", "<= 0"),
+    ClaimSpec("adaptive-temperature.entropy-log-n",
+              "Slope of mean attention entropy against log n for n >= 64 (uniform weights give 1)",
+              "every softmax coefficient tends to Theta(1/n) (Lemma 2.1)", ">= 0.5"),
+    ClaimSpec("adaptive-temperature.dispersion-bound",
+              "max over seeds, sizes and rows of log(n * max_k alpha_k) - delta (Lemma 2.1: <= 0)",
+              "e^-delta / n <= alpha_k <= e^delta / n for logits of spread delta", "<= 1e-4"),
+    ClaimSpec("adaptive-temperature.not-worse",
+              "Smallest seed-mean accuracy gain of adaptive temperature over softmax at any OOD size",
+              "adaptive temperature >= baseline at every OOD size (e.g. 81.3% -> 82.1% at 256)", ">= 0"),
+    ClaimSpec("adaptive-temperature.paired-gain",
+              "Smallest mean paired accuracy gain at 256, 512 and 1024 items (same test sets, per seed)",
+              "gains of +0.8 / +3.9 points at 256 / 1024 items, p < 1e-3 (paired t-test)", "> 0"),
+)
+
+
+def _measured(cfg: Config, records: dict[int, dict]) -> dict[str, float]:
     sizes = np.asarray(cfg.sizes)
     mean = {key: stack_seeds(records, key).mean(0) for key in
             ("acc_softmax", "acc_adaptive", "w_base", "entropy")}
@@ -179,38 +204,15 @@ def _claims(cfg: Config, records: dict[int, dict]) -> list:
     tail = sizes >= 4 * cfg.train_n
     slope = float(np.polyfit(np.log(sizes[tail]), mean["entropy"][tail], 1)[0]) if tail.sum() >= 2 else math.nan
     i_train = int(np.flatnonzero(sizes == cfg.train_n)[0])
-    return [
-        check("adaptive-temperature.in-distribution", "Baseline accuracy at the training size (16 items), seed mean",
-              "98.6% at 16 items", mean["acc_softmax"][i_train], ">= 0.95"),
-        check("adaptive-temperature.accuracy-falls",
-              "Baseline accuracy drop from 16 items to the largest test size, seed mean",
-              "98.6% at 16 items -> 22.6% at 4096", mean["acc_softmax"][i_train] - mean["acc_softmax"][-1], ">= 0.1"),
-        check("adaptive-temperature.max-weight-falls",
-              "Sizes where the mean attention weight on the max item does not fall as the set doubles",
-              "the max-retrieval head is sharp at 16 items and disperses at larger sizes (Fig. 2)",
-              int((np.diff(mean["w_base"]) >= 0).sum()), "<= 0"),
-        check("adaptive-temperature.entropy-log-n",
-              "Slope of mean attention entropy against log n for n >= 64 (uniform weights give 1)",
-              "every softmax coefficient tends to Theta(1/n) (Lemma 2.1)", slope, ">= 0.5"),
-        check("adaptive-temperature.dispersion-bound",
-              "max over seeds, sizes and rows of log(n * max_k alpha_k) - delta (Lemma 2.1: <= 0)",
-              "e^-delta / n <= alpha_k <= e^delta / n for logits of spread delta",
-              float(stack_seeds(records, "bound_gap").max()), "<= 1e-4"),
-        check("adaptive-temperature.not-worse",
-              "Smallest seed-mean accuracy gain of adaptive temperature over softmax at any OOD size",
-              "adaptive temperature >= baseline at every OOD size (e.g. 81.3% -> 82.1% at 256)",
-              float(diff[ood].min()), ">= 0"),
-        check("adaptive-temperature.paired-gain",
-              "Smallest mean paired accuracy gain at 256, 512 and 1024 items (same test sets, per seed)",
-              "gains of +0.8 / +3.9 points at 256 / 1024 items, p < 1e-3 (paired t-test)",
-              float(diff[paired].min()) if paired.any() else math.nan, "> 0"),
-    ]
-
-
-CLAIM_IDS = ("adaptive-temperature.in-distribution", "adaptive-temperature.accuracy-falls",
-             "adaptive-temperature.max-weight-falls", "adaptive-temperature.entropy-log-n",
-             "adaptive-temperature.dispersion-bound", "adaptive-temperature.not-worse",
-             "adaptive-temperature.paired-gain")
+    return {
+        "adaptive-temperature.in-distribution": mean["acc_softmax"][i_train],
+        "adaptive-temperature.accuracy-falls": mean["acc_softmax"][i_train] - mean["acc_softmax"][-1],
+        "adaptive-temperature.max-weight-falls": int((np.diff(mean["w_base"]) >= 0).sum()),
+        "adaptive-temperature.entropy-log-n": slope,
+        "adaptive-temperature.dispersion-bound": float(stack_seeds(records, "bound_gap").max()),
+        "adaptive-temperature.not-worse": float(diff[ood].min()),
+        "adaptive-temperature.paired-gain": float(diff[paired].min()) if paired.any() else math.nan,
+    }
 
 
 def _figures(cfg: Config, records: dict[int, dict], out_dir: Path) -> list[str]:
@@ -256,11 +258,12 @@ def _figures(cfg: Config, records: dict[int, dict], out_dir: Path) -> list[str]:
 
 
 def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
-    return Evaluation(claims=_claims(cfg, records), metrics=_metrics(cfg, records), figures=_figures(cfg, records, out_dir))
+    return Evaluation(measured=_measured(cfg, records), metrics=_metrics(cfg, records),
+                      figures=_figures(cfg, records, out_dir))
 
 
 EXPERIMENT = Experiment(
     name="adaptive-temperature",
     paper="Softmax is not enough (for sharp out-of-distribution), Veličković et al. (arXiv 2410.01104)",
-    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claim_ids=CLAIM_IDS,
+    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claims=CLAIMS,
 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,11 @@ import torch.nn.functional as F
 
 from tenfold import plotting
 from tenfold.analysis.frequency import band_share, collect_qkv, frequency_usage, positional_head_scores
-from tenfold.experiment import Evaluation, Experiment, RunContext, check, seed_stats
+from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, seed_stats
 from tenfold.models.gpt import GPT, GPTConfig
 from tenfold.nn.rope import RotaryEmbedding
 from tenfold.tasks.positional import IGNORE_INDEX, PositionalTask, SemanticTask
+from tenfold.train.loop import fit, warmup_cosine
 
 # arm name -> RotaryEmbedding keyword arguments (p and truncate; base and head_dim come from the config)
 ARMS = {
@@ -82,9 +84,27 @@ PRESETS = {
     "full": Config(seeds=tuple(range(10)), p_steps=1500, s_steps=2000, eval_batch=512, test_batch=256),
 }
 
-CLAIM_IDS = ("p-rope.nope-positional", "p-rope.rope-positional", "p-rope.prope-positional",
-             "p-rope.prope-semantic-long-range", "p-rope.prope-semantic-in-distribution",
-             "p-rope.positional-head-high-frequencies", "p-rope.semantic-head-nope-pairs")
+CLAIMS = (
+    ClaimSpec("p-rope.nope-positional", "NoPE stays near chance on the previous-token task (mean accuracy)",
+              "A single NoPE head cannot form a previous-token head (Prop. 5.2); Table 1: NoPE fails the positional "
+              "task", "< 0.25"),
+    ClaimSpec("p-rope.rope-positional", "RoPE solves the previous-token task",
+              "RoPE builds sharp positional heads with its high frequencies (Thm. 5.3)", ">= 0.95"),
+    ClaimSpec("p-rope.prope-positional", "0.75-RoPE solves the previous-token task",
+              "p-RoPE keeps the high frequencies that positional heads need (Sec. 6)", ">= 0.95"),
+    ClaimSpec("p-rope.prope-semantic-long-range", "Retrieval at the longest test distance (beyond the training "
+              "length): accuracy of 0.75-RoPE minus that of RoPE", "Low frequencies are not robust semantic channels "
+              "over long contexts; p-RoPE's zero frequencies are (Sec. 5.2, Prop. 5.4, Sec. 6)", ">= 0.2"),
+    ClaimSpec("p-rope.prope-semantic-in-distribution", "0.75-RoPE solves retrieval at the training length",
+              "p-RoPE does both the positional and the semantic task", ">= 0.95"),
+    ClaimSpec("p-rope.positional-head-high-frequencies", "RoPE, previous-token task: share of the head's q.k chunk "
+              "bound sum_k ||q^(k)|| ||k^(k)|| on the fastest 25% of the frequencies (uniform: 0.25)",
+              "Gemma 7B's diagonal / previous-token heads use the highest frequencies (Sec. 5.1, Fig. 5)", "> 0.25"),
+    ClaimSpec("p-rope.semantic-head-nope-pairs", "0.75-RoPE, retrieval task: share of the retrieval head's q.k "
+              "chunk bound on its zero-frequency pairs, over the share those pairs would have if uniform",
+              "Most q/k norm sits on the lowest frequencies, used as semantic channels (Sec. 4); p-RoPE turns them "
+              "into zero-frequency channels (Sec. 6)", "> 1"),
+)
 
 
 # -- model and training ---------------------------------------------------------------------------------
@@ -98,43 +118,39 @@ def build_model(cfg: Config, arm: str, vocab_size: int) -> GPT:
     return GPT(gpt_cfg, rope=rope)
 
 
-def _optimizer(cfg: Config, model: GPT, steps: int):
+def _fit(cfg: Config, model: GPT, steps: int, loss_fn) -> list[float]:
+    """AdamW (no weight decay); warm-up multiplied into a cosine from step 0 down to 0.1 of the peak
+    (``warmup_cosine(overlap=True, floor=0.1)``)."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    warm = max(1, cfg.warmup)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps)))))
-    return opt, sched
+    return fit(model, opt, loss_fn, steps, schedule=partial(warmup_cosine, warmup=cfg.warmup, decay_steps=steps,
+                                                             floor=0.1, overlap=True))
 
 
 def train_positional(cfg: Config, arm: str, gen: torch.Generator, ctx: RunContext) -> tuple[GPT, list[float]]:
     task = PositionalTask(vocab_size=cfg.p_vocab, offset=cfg.p_offset)
     model = build_model(cfg, arm, task.vocab_size).to(ctx.device)
-    opt, sched = _optimizer(cfg, model, cfg.p_steps)
     curve = []
-    for step in range(cfg.p_steps):
+
+    def loss_fn(step: int) -> torch.Tensor:
         tokens, targets = (t.to(ctx.device) for t in task.sample(cfg.batch, cfg.p_len, gen))
         logits = model(tokens)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)  # (b*s, V)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
         if step % cfg.curve_every == 0 or step == cfg.p_steps - 1:
             curve.append(_token_accuracy(logits.detach(), targets))
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)  # (b*s, V)
+
+    _fit(cfg, model, cfg.p_steps, loss_fn)
     return model, curve
 
 
 def train_semantic(cfg: Config, arm: str, gen: torch.Generator, ctx: RunContext) -> GPT:
     task = SemanticTask(num_keys=cfg.s_keys, num_values=cfg.s_values)
     model = build_model(cfg, arm, task.vocab_size).to(ctx.device)
-    opt, sched = _optimizer(cfg, model, cfg.s_steps)
-    for _ in range(cfg.s_steps):
+
+    def loss_fn(step: int) -> torch.Tensor:
         tokens, targets, _ = (t.to(ctx.device) for t in task.sample(cfg.batch, cfg.s_len, gen))
-        loss = F.cross_entropy(model(tokens)[:, -1], targets)  # loss on the query position only
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        return F.cross_entropy(model(tokens)[:, -1], targets)  # loss on the query position only
+
+    _fit(cfg, model, cfg.s_steps, loss_fn)
     return model
 
 
@@ -242,34 +258,27 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     nope_share = _per_seed(records, "0.75-RoPE", lambda r: _head_share(r, "semantic", "needle_mass", nope_pairs))
     n_pairs = cfg.dim // cfg.num_heads // 2
     far = cfg.test_distances[-1]
-    claims = [
-        check("p-rope.nope-positional", "NoPE stays near chance on the previous-token task (mean accuracy; chance "
-              f"1/{cfg.p_vocab})", "A single NoPE head cannot form a previous-token head (Prop. 5.2); Table 1: "
-              "NoPE fails the positional task", _mean(p_acc["NoPE"]), "< 0.25"),
-        check("p-rope.rope-positional", "RoPE solves the previous-token task", "RoPE builds sharp positional heads "
-              "with its high frequencies (Thm. 5.3)", _mean(p_acc["RoPE"]), ">= 0.95"),
-        check("p-rope.prope-positional", "0.75-RoPE solves the previous-token task", "p-RoPE keeps the high "
-              "frequencies that positional heads need (Sec. 6)", _mean(p_acc["0.75-RoPE"]), ">= 0.95"),
-        check("p-rope.prope-semantic-long-range", f"Retrieval at distance {far} (trained at length {cfg.s_len}): "
-              "accuracy of 0.75-RoPE minus that of RoPE", "Low frequencies are not robust semantic channels over "
-              "long contexts; p-RoPE's zero frequencies are (Sec. 5.2, Prop. 5.4, Sec. 6)",
-              _mean(s_far["0.75-RoPE"]) - _mean(s_far["RoPE"]), ">= 0.2"),
-        check("p-rope.prope-semantic-in-distribution", f"0.75-RoPE solves retrieval at the training length "
-              f"{cfg.s_len}", "p-RoPE does both the positional and the semantic task", _mean(s_in["0.75-RoPE"]),
-              ">= 0.95"),
-        check("p-rope.positional-head-high-frequencies", "RoPE, previous-token task: share of the head's q.k chunk "
-              "bound sum_k ||q^(k)|| ||k^(k)|| on the fastest 25% of the frequencies (uniform: 0.25)",
-              "Gemma 7B's diagonal / previous-token heads use the highest frequencies (Sec. 5.1, Fig. 5)",
-              _mean(high_share), "> 0.25"),
-        check("p-rope.semantic-head-nope-pairs", f"0.75-RoPE, retrieval task: share of the retrieval head's q.k "
-              f"chunk bound on its {len(nope_pairs)} zero-frequency pairs (uniform: {len(nope_pairs) / n_pairs:g})",
-              "Most q/k norm sits on the lowest frequencies, used as semantic channels (Sec. 4); p-RoPE turns them "
-              "into zero-frequency channels (Sec. 6)", _mean(nope_share), f"> {len(nope_pairs) / n_pairs:g}"),
-    ]
+    uniform = len(nope_pairs) / n_pairs  # the zero-frequency pairs' share of a uniform bound
+    measured = {
+        "p-rope.nope-positional": _mean(p_acc["NoPE"]),
+        "p-rope.rope-positional": _mean(p_acc["RoPE"]),
+        "p-rope.prope-positional": _mean(p_acc["0.75-RoPE"]),
+        "p-rope.prope-semantic-long-range": _mean(s_far["0.75-RoPE"]) - _mean(s_far["RoPE"]),
+        "p-rope.prope-semantic-in-distribution": _mean(s_in["0.75-RoPE"]),
+        "p-rope.positional-head-high-frequencies": _mean(high_share),
+        "p-rope.semantic-head-nope-pairs": _mean(nope_share) / uniform if uniform else float("nan"),
+    }
+    notes = {
+        "p-rope.nope-positional": f"chance 1/{cfg.p_vocab}",
+        "p-rope.prope-semantic-long-range": f"distance {far}, trained at length {cfg.s_len}",
+        "p-rope.prope-semantic-in-distribution": f"length {cfg.s_len}",
+        "p-rope.semantic-head-nope-pairs": f"share {_mean(nope_share):.3g} on {len(nope_pairs)} of {n_pairs} pairs "
+                                           f"(uniform {uniform:g})",
+    }
     metrics = _metrics(cfg, records, arms, p_acc, s_in, high_share, nope_share)
     figures = [_figure_distance(cfg, records, arms, out_dir), _figure_curves(cfg, records, arms, out_dir),
                _figure_usage(cfg, records, arms, out_dir)]
-    return Evaluation(claims=claims, metrics=metrics, figures=figures)
+    return Evaluation(measured=measured, notes=notes, metrics=metrics, figures=figures)
 
 
 def _metrics(cfg, records, arms, p_acc, s_in, high_share, nope_share) -> dict:
@@ -365,6 +374,6 @@ EXPERIMENT = Experiment(
     name="p-rope",
     paper="Round and Round We Go! What makes Rotary Positional Encodings useful? (Barbero et al., "
           "arXiv 2410.06205, ICLR 2025)",
-    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claim_ids=CLAIM_IDS,
+    presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claims=CLAIMS,
     devices=("cpu", "cuda"),
 )

@@ -1,4 +1,5 @@
-"""Models built from ``tenfold.nn``: GPT, TRecViT and ViViT, hypernetworks, decision transformers."""
+"""Models built from ``tenfold.nn``: GPT, TRecViT and ViViT, hypernetworks, decision transformers,
+normalized MLP/CNN (NaP), the max-retrieval network."""
 
 from tenfold._lazy import lazy_exports
 
@@ -9,6 +10,7 @@ _EXPORTS = {
     "RADT": "radt", "AlgorithmDistillation": "radt",
     "ExactIndex": "retrieval", "FrozenHopfield": "retrieval", "HopfieldEmbedder": "retrieval", "EpisodicMemory": "retrieval",
     "TrajectoryMemory": "retrieval",
+    "NormMLP": "normalized", "NormCNN": "normalized", "MaxRetrievalNet": "max_retrieval",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -9,8 +9,8 @@ redundant). Then the layer's weight W is scale-invariant, f(c·W) = f(W) for c >
 
 This module holds
 
-- :func:`add_norm_before_activations`: the helper that rewrites an ``nn.Sequential`` MLP or CNN;
-- :class:`NormMLP`, :class:`NormCNN`: small builders (plain when ``norm="none"``);
+- :func:`add_norm_before_activations`: the helper that rewrites an ``nn.Sequential`` MLP or CNN
+  (the small builders :class:`~tenfold.models.normalized.NormMLP` and ``NormCNN`` use it);
 - :class:`NormTransformerBlock`: a pre-norm transformer block whose two nonlinearities (the attention
   softmax and the MLP activation) are each preceded by normalization (QK-norm and a hidden-layer norm);
 - :class:`NaPGroups` and :func:`find_nap_groups`: which tensors are scale-invariant, found from the
@@ -222,83 +222,12 @@ def homogeneous_after(model: nn.Module, norm: nn.Module) -> bool | None:
 # builders
 # ------------------------------------------------------------------------------------------------
 
-def _activation(name: str) -> nn.Module:
+def make_activation(name: str) -> nn.Module:
+    """The activation module named ``name`` (relu, gelu, tanh, silu)."""
     table = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
     if name not in table:
         raise ValueError(f"activation must be one of {sorted(table)}, got {name!r}")
     return table[name]()
-
-
-def _check_norm_kind(norm: str) -> None:
-    if norm not in NORM_KINDS:
-        raise ValueError(f"norm must be one of {NORM_KINDS}, got {norm!r}")
-
-
-class _NormSequential(nn.Sequential):
-    """A plain layer list turned into its normalized form (a norm before every activation, unless
-    ``norm="none"``), He-initialised, with the last layer as the head."""
-
-    def __init__(self, plain: list[nn.Module], norm: str, norm_eps: float, bias_before_norm: bool):
-        layers = nn.Sequential(*plain)
-        if norm != "none":
-            layers = add_norm_before_activations(layers, norm=norm, eps=norm_eps, bias_before_norm=bias_before_norm)
-        super().__init__(*layers)
-        self.norm_kind = norm
-        he_init_(self)
-
-    @property
-    def head(self) -> nn.Linear:
-        return self[-1]
-
-    def nap_groups(self) -> NaPGroups:
-        return find_nap_groups(self)
-
-
-class NormMLP(_NormSequential):
-    """MLP ``in → hidden... → out`` with a normalization before every activation (NaP, Lyle et al. 2024).
-
-    ``norm="none"`` gives the plain MLP ``Linear(bias) → act → ... → Linear``; ``"layer"``/``"rms"``
-    give ``Linear(bias=bias_before_norm) → Norm → act → ... → Linear(bias=head_bias)``. He init
-    N(0, 2/fan_in) for all weights including the head, zero biases, γ = 1, β = 0.
-    """
-
-    def __init__(self, *, in_features: int, hidden_features: Sequence[int], out_features: int,
-                 norm: str = "layer", norm_eps: float = 1e-5, bias_before_norm: bool = False,
-                 head_bias: bool = True, activation: str = "relu"):
-        _check_norm_kind(norm)
-        sizes = [in_features, *hidden_features, out_features]
-        if any(not isinstance(s, int) or s < 1 for s in sizes):
-            raise ValueError(f"in_features, hidden_features and out_features must be positive ints, got {sizes}")
-        if norm_eps < 0:
-            raise ValueError(f"norm_eps must be >= 0, got {norm_eps}")
-        plain: list[nn.Module] = []
-        for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
-            plain += [nn.Linear(fan_in, fan_out), _activation(activation)]
-        plain.append(nn.Linear(sizes[-2], out_features, bias=head_bias))
-        super().__init__(plain, norm, norm_eps, bias_before_norm)
-
-
-class NormCNN(_NormSequential):
-    """Small CNN ``[Conv3x3 → (Norm) → ReLU → MaxPool2] × len(channels) → global avg pool → Linear``.
-
-    With ``norm="layer"`` the norm is ``GroupNorm(1, C)`` (LayerNorm over the feature map), with
-    ``"rms"`` :class:`ChannelRMSNorm`; the convs before a norm are bias-free unless
-    ``bias_before_norm``. He init for all weights, zero biases.
-    """
-
-    def __init__(self, *, in_channels: int, channels: Sequence[int], num_classes: int, norm: str = "layer",
-                 norm_eps: float = 1e-5, bias_before_norm: bool = False, pool: bool = True):
-        _check_norm_kind(norm)
-        sizes = [in_channels, *channels, num_classes]
-        if any(not isinstance(s, int) or s < 1 for s in sizes) or not channels:
-            raise ValueError(f"in_channels, channels (non-empty) and num_classes must be positive ints, got {sizes}")
-        plain: list[nn.Module] = []
-        for c_in, c_out in zip(sizes[:-2], sizes[1:-1]):
-            plain += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
-            if pool:
-                plain.append(nn.MaxPool2d(2))
-        plain += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(sizes[-2], num_classes)]
-        super().__init__(plain, norm, norm_eps, bias_before_norm)
 
 
 class NormTransformerBlock(nn.Module):
@@ -335,7 +264,7 @@ class NormTransformerBlock(nn.Module):
         self.k_norm = make_norm(norm, self.head_dim, eps=norm_eps)
         self.up, self.down = nn.Linear(dim, hidden, bias=False), nn.Linear(hidden, dim, bias=bias)
         self.hidden_norm = make_norm(norm, hidden, eps=norm_eps)
-        self.act = _activation(activation)
+        self.act = make_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.dim:

@@ -18,7 +18,7 @@ which changes nothing the network computes (it is a re-parameterization) but hol
 
 Usage::
 
-    model = NormMLP(in_features=64, hidden_features=[128, 128], out_features=10)   # tenfold.nn.normalized
+    model = NormMLP(in_features=64, hidden_features=[128, 128], out_features=10)   # tenfold.models.normalized
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     proj = NaP(model)                     # records ρ_l now, from the initial weights
     ...
