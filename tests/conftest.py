@@ -1,5 +1,12 @@
+import os
+
 import pytest
 import torch
+
+# the hidden ``toy`` experiment (tests/toy_experiment.py) joins the registry for the tests and for the
+# worker processes and subprocesses they start
+os.environ["TENFOLD_EXPERIMENTS"] = ",".join(
+    filter(None, [os.environ.get("TENFOLD_EXPERIMENTS", ""), "tests.toy_experiment"]))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -110,6 +110,7 @@ def test_experiment_devices_are_validated():
 
 def test_evaluation_must_return_the_declared_claims(tmp_path, monkeypatch):
     exp = registry.get("toy")
-    monkeypatch.setattr(exp, "claim_ids", ("toy.fast-wins", "toy.something-else"))
-    with pytest.raises(RunError, match="declared"):
+    table = (exp.claims[0], dataclasses.replace(exp.claims[1], id="toy.something-else"))
+    monkeypatch.setattr(exp, "claims", table)
+    with pytest.raises(RunError, match=r"missing \['toy.something-else'\], undeclared \['toy.paired'\]"):
         run_toy(tmp_path)

@@ -1,4 +1,4 @@
-"""Effective learning rate and the layer-wise schedule that makes NaP follow an unprojected LN net (spec B-2)."""
+"""Effective learning rate and the layer-wise schedule that makes NaP follow an unprojected LN net."""
 
 import copy
 import math

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from tenfold.nn.adaptive_temperature import (
 )
 from tenfold.models.max_retrieval import MaxRetrievalNet
 from tenfold.tasks.max_retrieval import sample_max_retrieval
+from tenfold.train.loop import fit, warmup_cosine
 
 
 @dataclass
@@ -61,14 +63,13 @@ PAIRED_SIZES = (256, 512, 1024)  # where the paper reports its clearest gains
 def _train(cfg: Config, generator: torch.Generator, ctx: RunContext) -> MaxRetrievalNet:
     net = MaxRetrievalNet(d_hidden=cfg.d_hidden, d_k=cfg.d_hidden)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    for _ in ctx.progress(range(cfg.steps), desc="train"):
+
+    def loss_fn(step: int) -> torch.Tensor:
         feats, target, _ = sample_max_retrieval(cfg.batch, cfg.train_n, generator=generator)
-        loss = F.cross_entropy(net(feats), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        schedule.step()
+        return F.cross_entropy(net(feats), target)
+
+    fit(net, opt, loss_fn, cfg.steps, progress=lambda steps: ctx.progress(steps, desc="train"),
+        schedule=partial(warmup_cosine, warmup=0, decay_steps=cfg.steps))  # cosine to 0, no warm-up
     return net.eval()
 
 

@@ -120,7 +120,7 @@ def add_norm_before_activations(model: nn.Sequential, *, norm: str = "layer", ep
 
 
 def he_init_(model: nn.Module) -> nn.Module:
-    """He initialisation N(0, 2/fan_in) of every linear/conv weight, zero biases (NaP spec §5.1)."""
+    """He initialisation N(0, 2/fan_in) of every linear/conv weight, zero biases (the NaP experiments' init)."""
     for module in model.modules():
         if isinstance(module, LINEAR_TYPES):
             fan_in = module.weight[0].numel()

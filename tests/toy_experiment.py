@@ -1,6 +1,7 @@
 """A tiny hidden experiment used by the test suite to exercise the runner, resume and the report:
 least-squares regression by SGD, where a larger learning rate (within the stable range) should reach
-a lower loss in a fixed number of steps. Not part of ``tenfold list`` or ``tenfold reproduce``."""
+a lower loss in a fixed number of steps. Registered for the tests through ``TENFOLD_EXPERIMENTS``
+(tests/conftest.py); hidden from ``tenfold list`` and ``tenfold reproduce``."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import torch
 
 from tenfold import plotting
-from tenfold.experiment import Evaluation, Experiment, RunContext, check, paired_wins, seed_stats, stack_seeds
+from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, paired_wins, seed_stats, stack_seeds
 
 
 @dataclass
@@ -27,6 +28,12 @@ PRESETS = {
     "quick": Config(),
     "full": Config(seeds=tuple(range(10)), steps=200),
 }
+
+CLAIMS = (
+    ClaimSpec("toy.fast-wins", "The larger learning rate reaches a lower final loss", "toy: no paper", ">= 1.0"),
+    ClaimSpec("toy.paired", "The larger learning rate wins on every seed (fraction of seeds won)", "toy: no paper",
+              ">= 1"),
+)
 
 
 def _train(cfg: Config, lr: float, generator: torch.Generator, device: torch.device) -> list[float]:
@@ -52,22 +59,20 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
 def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
     slow, fast = stack_seeds(records, "slow"), stack_seeds(records, "fast")
     metrics = {"final_loss": {"slow": seed_stats(slow[:, -1]), "fast": seed_stats(fast[:, -1])}}
-    claims = [
-        check("toy.fast-wins", "The larger learning rate reaches a lower final loss", "toy: no paper",
-              metrics["final_loss"]["slow"]["mean"] / metrics["final_loss"]["fast"]["mean"], ">= 1.0"),
-        check("toy.paired", "The larger learning rate wins on every seed", "toy: no paper",
-              paired_wins(-fast[:, -1], -slow[:, -1]), f">= {len(records)}"),
-    ]
+    measured = {
+        "toy.fast-wins": metrics["final_loss"]["slow"]["mean"] / metrics["final_loss"]["fast"]["mean"],
+        "toy.paired": paired_wins(-fast[:, -1], -slow[:, -1]) / len(records),
+    }
     fig, ax = plotting.figure()
     steps = list(range(cfg.steps))
     plotting.band(ax, steps, slow, label=f"lr={cfg.slow_lr}")
     plotting.band(ax, steps, fast, label=f"lr={cfg.fast_lr}")
     ax.set(xlabel="step", ylabel="loss", yscale="log", title="toy regression")
     ax.legend()
-    return Evaluation(claims=claims, metrics=metrics, figures=[plotting.save(fig, out_dir, "loss.png")])
+    return Evaluation(measured=measured, metrics=metrics, figures=[plotting.save(fig, out_dir, "loss.png")])
 
 
 EXPERIMENT = Experiment(
     name="toy", paper="none (a test fixture)", presets=PRESETS, run_seed=run_seed, evaluate=evaluate,
-    quick_minutes=0.05, claim_ids=("toy.fast-wins", "toy.paired"), hidden=True, devices=("cpu", "cuda"),
+    quick_minutes=0.05, claims=CLAIMS, hidden=True, devices=("cpu", "cuda"),
 )
