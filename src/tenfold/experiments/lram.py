@@ -134,8 +134,8 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def train(cfg: Config, data: OfflineDataset, model_cfg: LRAMConfig, seed: int, progress=lambda it: it):
-    """AdamW with gradient clipping and the Decision-Transformer schedule (linear warm-up multiplied
-    into a cosine from step 0, ``warmup_cosine(overlap=True)``); each optimizer step sums one
+    """AdamW with gradient clipping and a linear warm-up multiplied into a cosine over all steps from
+    step 0 (``warmup_cosine(overlap=True)``; see docs/methods/lram.md); each optimizer step sums one
     single-domain micro-batch per domain (domains cycled within the step, as in the official
     multi-domain loop)."""
     torch.manual_seed(seed)
