@@ -261,6 +261,9 @@ class RGLRU(nn.Module):
         width: number of channels W. num_heads: blocks of the block-diagonal gate linears (divides W).
         min_rad, max_rad: ring for the initial decay a = sigmoid(-Lambda), 0 < min_rad <= max_rad < 1.
         c: decay temperature (8 in Griffin).
+        w_init_variance_scale: the gate weights are N(0, scale / W): recurrentgemma's ``BlockDiagonalLinear``
+            counts the whole width W as fan-in (its [heads, W/h, W/h] kernel). ``scale=num_heads`` gives
+            N(0, 1 / (W/h)), fan-in = block width, this library's initialisation before it matched.
         fused: True (default) runs gates and scan in :class:`FusedRGLRUFn`, which saves only v and h for
             the backward and recomputes the gates; False builds the plain autograd graph of :meth:`gates`
             and then calls :func:`linear_scan` with ``scan``. Both give the same outputs and gradients.
@@ -271,7 +274,7 @@ class RGLRU(nn.Module):
     """
 
     def __init__(self, *, width: int, num_heads: int, min_rad: float = 0.5, max_rad: float = 0.999,
-                 c: float = 8.0, scan: str = "custom", fused: bool = True):
+                 c: float = 8.0, scan: str = "custom", fused: bool = True, w_init_variance_scale: float = 1.0):
         super().__init__()
         if width < 1 or num_heads < 1 or width % num_heads:
             raise ValueError(f"width (>= 1) must be divisible by num_heads (>= 1), got width={width}, "
@@ -282,17 +285,20 @@ class RGLRU(nn.Module):
             raise ValueError(f"c must be > 0, got {c}")
         if scan not in SCAN_IMPLS:
             raise ValueError(f"scan must be one of {SCAN_IMPLS}, got {scan!r}")
+        if w_init_variance_scale <= 0:
+            raise ValueError(f"w_init_variance_scale must be > 0, got {w_init_variance_scale}")
         if fused and scan != "custom":
             raise ValueError(f"scan={scan!r} applies to the unfused path only: pass fused=False with it")
         self.width, self.num_heads, self.min_rad, self.max_rad, self.c, self.scan, self.fused = (
             width, num_heads, min_rad, max_rad, c, scan, fused)
+        self.w_init_variance_scale = w_init_variance_scale
         self.input_gate = BlockDiagonalLinear(width, width, num_heads, bias=True)
         self.a_gate = BlockDiagonalLinear(width, width, num_heads, bias=True)
         self.a_param = nn.Parameter(torch.empty(width))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        std = 1.0 / math.sqrt(self.width // self.num_heads)  # N(0, 1/fan_in), fan_in = block width
+        std = math.sqrt(self.w_init_variance_scale / self.width)  # Flax variance_scaling: fan_in = heads * W/h
         for gate in (self.input_gate, self.a_gate):
             nn.init.normal_(gate.weight, std=std)
             nn.init.zeros_(gate.bias)
