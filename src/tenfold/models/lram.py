@@ -56,6 +56,10 @@ class ActionTokenizer:
         return self.low + (ids - self.num_discrete + offset).float() * self.width
 
 
+INIT_KINDS = ("hf", "torch")
+INITIALIZER_RANGE = 0.02  # Hugging Face DecisionTransformerConfig.initializer_range
+
+
 @dataclass
 class LRAMConfig:
     backbone: str = "xlstm"  # "xlstm" | "transformer"
@@ -71,10 +75,13 @@ class LRAMConfig:
     positions: str = "window"  # the Transformer's learned positions: "window" | "episode" (see LRAM.forward)
     max_timesteps: int = 512  # episode length covered by "episode" positions (3 tokens per timestep)
     actions_in_context: bool = False
+    init: str = "hf"  # "hf": the official (Hugging Face DT) init of embeddings and head; "torch": torch defaults
 
     def __post_init__(self) -> None:
         if self.positions not in ("window", "episode"):
             raise ValueError(f"positions must be 'window' or 'episode', got {self.positions!r}")
+        if self.init not in INIT_KINDS:
+            raise ValueError(f"init must be one of {INIT_KINDS}, got {self.init!r}")
 
     @property
     def max_positions(self) -> int:
@@ -120,6 +127,26 @@ class LRAM(nn.Module):
                                       max_positions=cfg.max_positions,
                                       window=cfg.tokens_per_step * cfg.context, slstm_at=cfg.slstm_at)
         self.head = nn.Linear(cfg.dim, cfg.max_act_dim * vocab)
+        if cfg.init == "hf":
+            self._init_like_official()
+
+    def _init_like_official(self) -> None:
+        """The official model's ``post_init`` (Hugging Face DT ``_init_weights``: Linear and Embedding
+        weights N(0, 0.02), Linear biases 0, LayerNorm (1, 0)), then ``embed_bias_init="normal"``: the
+        biases of the state, return and reward embeddings and of the embedding LayerNorm N(0, 0.02).
+        The backbone keeps its own initialisation (the official code re-initialises the xLSTM after
+        ``post_init``); the image CNN's convolutions keep torch's default, as ``_init_weights`` skips them."""
+        std = INITIALIZER_RANGE
+        with torch.no_grad():
+            for linear in (self.state_embed, self.return_embed, self.reward_embed, self.image_embed.out, self.head):
+                linear.weight.normal_(0.0, std)
+                linear.bias.zero_()
+            if self.action_embed is not None:
+                self.action_embed.weight.normal_(0.0, std)
+                self.action_embed.weight[self.action_embed.padding_idx].zero_()
+            self.embed_norm.weight.fill_(1.0)
+            for bias in (self.embed_norm.bias, self.state_embed.bias, self.return_embed.bias, self.reward_embed.bias):
+                bias.normal_(0.0, std)
 
     # ------------------------------------------------------------------ embeddings
     def embed_states(self, states: torch.Tensor) -> torch.Tensor:

@@ -220,11 +220,36 @@ class MultiHeadNorm(nn.Module):
 
 
 def _small_init_(weight: torch.Tensor, dim: int) -> None:
+    """NX-AI ``small_init_init_`` (Nguyen & Salazar, 2019): N(0, 2 / (5 dim)), dim = the model width."""
     nn.init.normal_(weight, std=math.sqrt(2.0 / (5.0 * dim)))
 
 
 def _wang_init_(weight: torch.Tensor, dim: int, num_blocks: int) -> None:
+    """NX-AI ``wang_init_``: N(0, (2 / (num_blocks sqrt(dim)))^2) for the projections back to the residual."""
     nn.init.normal_(weight, std=2.0 / (num_blocks * math.sqrt(dim)))
+
+
+def _torch_conv_init_(conv: CausalConv1D) -> None:
+    """The NX-AI causal conv is a depthwise ``torch.nn.Conv1d`` with its default init: weight and bias
+    U(-1/sqrt(taps), 1/sqrt(taps)) (fan-in = taps per channel)."""
+    bound = 1.0 / math.sqrt(conv.taps)
+    with torch.no_grad():
+        conv.weight.uniform_(-bound, bound)
+        conv.bias.uniform_(-bound, bound)
+
+
+def round_up_width(width: float, multiple: int = 64) -> int:
+    """NX-AI ``UpProjConfigMixin``: an up-projected width rounded up to a multiple of ``multiple`` (64)."""
+    return int(math.ceil(width / multiple) * multiple)
+
+
+def powerlaw_forget_bias(head_dim: int, block_idx: int, num_blocks: int) -> torch.Tensor:
+    """NX-AI sLSTM ``bias_init="powerlaw_blockdependent"`` (LRAM's configs): per head, channel j of
+    head_dim gets 5 - 12 (j / (head_dim - 1))^(0.3 + 1.3 block_idx / (num_blocks - 1)), so forget
+    gates span from mostly open (5) to mostly closed (-7), later blocks more open."""
+    ratio = block_idx / (num_blocks - 1) if num_blocks > 1 else 0.0
+    positions = torch.linspace(0.0, 1.0, head_dim) if head_dim > 1 else torch.zeros(1)
+    return 5.0 - 12.0 * positions ** (0.3 + 1.3 * ratio)
 
 
 class MLSTMBlockState(NamedTuple):
@@ -239,13 +264,20 @@ class MLSTMBlock(nn.Module):
         (i~, f~) = W_gates [q; k; v];  h = mLSTM(q, k, v, i~, f~)
         y = x + W_down((GroupNorm(h) + skip * c) * SiLU(z))
 
-    ``backend`` picks the cell formulation used by ``forward``: "parallel" or "chunkwise".
+    ``backend`` picks the cell formulation used by ``forward``: "parallel" or "chunkwise". The inner
+    width is proj_factor * dim rounded up to a multiple of ``round_inner_to`` (NX-AI: 64; 1 gives
+    ceil(proj_factor * dim)). Initialisation as NX-AI's ``mLSTMLayer``: W_up and q, k, v small-init
+    N(0, 2/(5 dim)), W_down Wang, the conv torch's ``Conv1d`` default, gate weights 0, input-gate bias
+    N(0, 0.1), forget-gate bias linspace(3, 6) over heads.
     """
 
     def __init__(self, *, dim: int, num_heads: int = 4, proj_factor: float = 2.0, conv_taps: int = 4,
-                 qkv_block_size: int = 4, backend: str = "parallel", chunk_size: int = 64, num_blocks: int = 1):
+                 qkv_block_size: int = 4, backend: str = "parallel", chunk_size: int = 64, num_blocks: int = 1,
+                 round_inner_to: int = 64):
         super().__init__()
-        inner = int(round(proj_factor * dim))
+        if round_inner_to < 1:
+            raise ValueError(f"round_inner_to must be >= 1, got {round_inner_to}")
+        inner = round_up_width(proj_factor * dim, round_inner_to)
         if dim < 1 or num_heads < 1 or inner % num_heads or inner % qkv_block_size:
             raise ValueError(f"need inner width {inner} (dim*proj_factor) divisible by num_heads ({num_heads}) "
                              f"and by qkv_block_size ({qkv_block_size})")
@@ -266,6 +298,9 @@ class MLSTMBlock(nn.Module):
 
     def _init(self, num_blocks: int) -> None:
         _small_init_(self.up.weight, self.dim)
+        for proj in (self.q, self.k, self.v):  # NX-AI small-inits q, k, v with the model width, not the block's
+            _small_init_(proj.weight, self.dim)
+        _torch_conv_init_(self.conv)
         _wang_init_(self.down.weight, self.dim, num_blocks)
         with torch.no_grad():
             self.gates.weight.zero_()
@@ -335,13 +370,21 @@ class SLSTMBlock(nn.Module):
 
         c = SiLU(conv(LN x));  (i~, f~) = W_if c,  (z~, o~) = W_zo LN x   (block-diagonal per head)
         x = x + GroupNorm(sLSTM(i~, f~, z~, o~));   y = x + W_2 (GELU(W_g LN x) * W_u LN x)
+
+    Initialisation as NX-AI's ``sLSTMLayer`` with LRAM's ``bias_init="powerlaw_blockdependent"``: the gate
+    projections small-init N(0, 2/(5 dim)) without a bias of their own, the cell bias 0 except the forget
+    gate's (:func:`powerlaw_forget_bias` of ``block_idx`` of ``num_blocks``; held here in ``gate_if.bias``),
+    recurrent matrices 0, the conv torch's ``Conv1d`` default. The FFN width is ffn_factor * dim rounded
+    up to a multiple of 64, as NX-AI's ``FeedForwardConfig``.
     """
 
     def __init__(self, *, dim: int, num_heads: int = 4, conv_taps: int = 4, ffn_factor: float = 1.3,
-                 num_blocks: int = 1):
+                 num_blocks: int = 1, block_idx: int = 0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        if not 0 <= block_idx < num_blocks:
+            raise ValueError(f"block_idx must lie in [0, num_blocks={num_blocks}), got {block_idx}")
         self.dim, self.num_heads = dim, num_heads
         self.norm = nn.LayerNorm(dim, bias=False)
         self.conv = CausalConv1D(width=dim, taps=conv_taps)
@@ -349,14 +392,24 @@ class SLSTMBlock(nn.Module):
         self.gate_zo = BlockDiagonalLinear(dim, 2 * dim, num_heads, bias=True)
         self.cell = SLSTMCell(width=dim, num_heads=num_heads)
         self.cell_norm = MultiHeadNorm(dim, num_heads)
-        hidden = int(math.ceil(ffn_factor * dim / 8) * 8)
+        hidden = round_up_width(ffn_factor * dim)
         self.ffn_norm = nn.LayerNorm(dim, bias=False)
         self.ffn_up = nn.Linear(dim, 2 * hidden, bias=False)
         self.ffn_down = nn.Linear(hidden, dim, bias=False)
+        self._init(num_blocks, block_idx)
+
+    def _init(self, num_blocks: int, block_idx: int) -> None:
+        dim = self.dim
         _small_init_(self.ffn_up.weight, dim)
         _wang_init_(self.ffn_down.weight, dim, num_blocks)
-        with torch.no_grad():  # forget-gate bias spread over heads, as in the mLSTM
-            self.gate_if.bias[dim:] = torch.linspace(3.0, 6.0, num_heads).repeat_interleave(dim // num_heads)
+        _torch_conv_init_(self.conv)
+        for gates in (self.gate_if, self.gate_zo):
+            _small_init_(gates.weight, dim)
+        with torch.no_grad():  # gate order (i, f | z, o): only the forget gate has a non-zero bias
+            self.gate_if.bias.zero_()
+            self.gate_zo.bias.zero_()
+            forget = powerlaw_forget_bias(dim // self.num_heads, block_idx, num_blocks)  # (head_dim,)
+            self.gate_if.bias[dim:] = forget.repeat(self.num_heads)
 
     def _cell_inputs(self, x: torch.Tensor, conv_state):
         """x: (batch, seq, dim) -> pre-activations (batch, seq, 4, dim) in gate order (i, f, z, o)."""
@@ -396,7 +449,7 @@ class XLSTMStack(nn.Module):
             raise ValueError(f"slstm_at indices must lie in [0, {num_blocks}), got {slstm_at}")
         self.dim = dim
         self.blocks = nn.ModuleList(
-            SLSTMBlock(dim=dim, num_heads=num_heads, num_blocks=num_blocks) if i in slstm_at else
+            SLSTMBlock(dim=dim, num_heads=num_heads, num_blocks=num_blocks, block_idx=i) if i in slstm_at else
             MLSTMBlock(dim=dim, num_heads=num_heads, proj_factor=proj_factor, backend=backend,
                        chunk_size=chunk_size, num_blocks=num_blocks)
             for i in range(num_blocks))
