@@ -121,8 +121,45 @@ def test_decoder_mean_readout_and_clip_averaging():
     assert torch.allclose(model(clip), expected, atol=1e-6)
     features = model.frame_features(model.encode(first))  # (B, T, rep)
     assert torch.allclose(model(first), model.head(features.mean(1)), atol=1e-6)
+    # the official split: n = max(T // frames_per_clip, 1) clips of T / n frames
+    assert torch.allclose(model(video(steps=5)), model._clip_logits(video(steps=5)), atol=1e-6)  # one 5-frame clip
     with pytest.raises(ValueError, match="divisible"):
-        model(video(steps=5))
+        model(video(steps=7))  # 2 clips of 3.5 frames
+
+
+def test_predict_averages_clip_probabilities():
+    model = tiny(frames_per_clip=3)
+    clip = video(steps=6)
+    per_clip = torch.stack([model(clip[:, :3]), model(clip[:, 3:])], dim=1)  # (B, 2, classes)
+    out = model.predict(clip)
+    assert torch.allclose(out["logits"], per_clip.mean(1), atol=1e-6)
+    assert torch.allclose(out["probs"], per_clip.softmax(-1).mean(1), atol=1e-6)
+    assert not torch.allclose(out["probs"], out["logits"].softmax(-1), atol=1e-4)  # not the softmax of the mean
+
+
+def test_channels_last_input_gives_the_same_logits():
+    model = tiny()
+    last = tiny(channels_last=True)
+    clip = video()
+    assert torch.equal(model(clip), last(clip.permute(0, 1, 3, 4, 2)))
+    frame_logits, _ = last.step(clip[:, 0].permute(0, 2, 3, 1))
+    assert torch.allclose(frame_logits, model.step(clip[:, 0])[0], atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(B, T, 8, 8, 3\)"):
+        last(clip)
+
+
+def test_gap_pool_has_no_cls_and_averages_tokens():
+    model = tiny(pool="gap")
+    assert model.tokenizer.cls is None
+    clip = video()
+    tokens = model.encode(clip)
+    assert tokens.shape == (2, 6, 4, 16)  # 2x2 patches, no CLS
+    expected = model.head(torch.tanh(model.pre_logits(tokens.mean(2))).mean(1))
+    assert torch.allclose(model(clip), expected, atol=1e-6)
+    online, _ = model.forward_frames(clip)
+    assert torch.allclose(online[:, -1], model(clip), atol=1e-5)
+    with pytest.raises(ValueError, match="pool"):
+        tiny(pool="max")
 
 
 def test_vit_block_flops():

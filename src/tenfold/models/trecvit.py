@@ -6,13 +6,18 @@ with N = h*w + 1 (a CLS token prepended to every frame):
     tubes  (B*N, T, D):  x <- x + RecurrentBlock(RMSNorm(x))     RG-LRU over time, causal (tenfold.nn.rglru)
     frames (B*T, N, D):  x <- x + MHSA(LN(x));  x <- x + MLP(LN(x))   ViT block over one frame's tokens
 
-then LayerNorm; the decoder maps each frame's CLS to tanh(Dense_rep(cls)), averages over the frames of
-the clip ("mean" readout, or takes the last frame: "last") and applies the classification head.
-Videos longer than ``frames_per_clip`` are cut into clips whose logits are averaged.
+then LayerNorm; the decoder maps each frame's CLS (``pool="tok"``; ``"gap"``: the mean of the frame's
+patch tokens, with no CLS) to tanh(Dense_rep(.)), averages over the frames of the clip ("mean" readout,
+or takes the last frame: "last") and applies the classification head. As the official inference does,
+a video of T frames is cut into n = max(T // frames_per_clip, 1) clips of T / n frames, each encoded
+from a fresh state; their logits are averaged (``predict`` also averages their softmax probabilities).
+``TRecViT.from_official_checkpoint`` loads the released ``.npz`` checkpoints
+(``tenfold.models.trecvit_official``).
 
 The model is causal in time, so it can run online: ``step(frame, state)`` costs the same at every t
 and returns the running-mean prediction; its state (per layer and token: h and the last 3 conv
-inputs) does not grow with t. Layout: video (B, T, C, H, W) with values in [0, 1].
+inputs) does not grow with t. Layout: video (B, T, C, H, W), or (B, T, H, W, C) with ``channels_last=True``
+(the official layout).
 
 The same skeleton with other temporal mixers gives the baselines in ``tenfold.models.vivit``:
 ``temporal="attention"``/``"causal_attention"`` (factorised self-attention) and ``"none"``
@@ -35,6 +40,7 @@ from tenfold.nn.rglru import RecurrentState, TemporalBlock
 
 TEMPORAL_KINDS = ("lru", "attention", "causal_attention", "none")
 READOUTS = ("mean", "last")
+POOLS = ("tok", "gap")
 
 # official trecvit utils.decode_variant / get_model: width, depth, mlp_dim, heads
 VARIANTS: dict[str, tuple[int, int, int, int]] = {
@@ -66,6 +72,8 @@ class TRecViTConfig:
     num_classes: int = 400
     frames_per_clip: int = 32
     readout: str = "mean"  # "mean": average tanh pre-logits over frames; "last": last frame only
+    pool: str = "tok"  # "tok": each frame's CLS token; "gap": mean of the frame's patch tokens (no CLS)
+    channels_last: bool = False  # input video (B, T, H, W, C) (the official layout) instead of (B, T, C, H, W)
     temporal: str = "lru"  # "lru" | "attention" | "causal_attention" | "none"
     time_posemb: bool = False  # learned (frames_per_clip, D) time embedding (for attention mixers)
     fused_rglru: bool = True  # RG-LRU gates + scan in one autograd Function (saves only v and h)
@@ -84,6 +92,8 @@ class TRecViTConfig:
             raise ValueError(f"lru_width must be >= 1 and divisible by num_heads, got {self.lru_width}")
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
         if self.temporal not in TEMPORAL_KINDS:
             raise ValueError(f"temporal must be one of {TEMPORAL_KINDS}, got {self.temporal!r}")
 
@@ -130,30 +140,37 @@ def xavier_attention_(attn: Attention) -> None:
 
 class Tokenizer(nn.Module):
     """Per-frame patch embedding (≡ Conv3d with kernel (1, p, p)), learned spatial position embedding
-    shared by all frames, and a zero-initialised CLS token prepended to every frame (no position).
+    shared by all frames, and a zero-initialised CLS token prepended to every frame (no position;
+    ``cls=False`` leaves it out, as the official tokenizer does for ``pool_type="gap"``).
 
-    (B, T, C, H, W) -> (B, T, 1 + (H/p)(W/p), D).
+    (B, T, C, H, W), or (B, T, H, W, C) with ``channels_last``, -> (B, T, [1 +] (H/p)(W/p), D).
     """
 
-    def __init__(self, *, width: int, patch: int, image_size: int, in_chans: int):
+    def __init__(self, *, width: int, patch: int, image_size: int, in_chans: int, cls: bool = True,
+                 channels_last: bool = False):
         super().__init__()
         self.width, self.patch, self.image_size, self.in_chans = width, patch, image_size, in_chans
+        self.channels_last = channels_last
         grid = image_size // patch
         self.embedding = nn.Conv2d(in_chans, width, kernel_size=patch, stride=patch)
         self.pos_embedding = nn.Parameter(torch.empty(1, grid * grid, width))
-        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        self.cls = nn.Parameter(torch.zeros(1, 1, width)) if cls else None
         lecun_normal_(self.embedding.weight, in_chans * patch * patch)
         nn.init.zeros_(self.embedding.bias)
         nn.init.normal_(self.pos_embedding, std=1.0 / math.sqrt(width))
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        expected = (self.in_chans, self.image_size, self.image_size)
+        chw = (self.in_chans, self.image_size, self.image_size)
+        expected = chw[1:] + chw[:1] if self.channels_last else chw
         if video.dim() != 5 or tuple(video.shape[2:]) != expected:
             raise ValueError(f"video must be shaped (B, T, {', '.join(map(str, expected))}), got {tuple(video.shape)}")
         batch, steps = video.shape[:2]
-        x = self.embedding(video.reshape(batch * steps, *expected))  # (B*T, D, h, w)
+        if self.channels_last:
+            video = video.permute(0, 1, 4, 2, 3)  # (B, T, H, W, C) -> (B, T, C, H, W)
+        x = self.embedding(video.reshape(batch * steps, *chw))  # (B*T, D, h, w)
         x = x.flatten(2).transpose(1, 2) + self.pos_embedding  # (B*T, h*w, D)
-        x = torch.cat([self.cls.expand(batch * steps, 1, self.width), x], dim=1)  # (B*T, N, D)
+        if self.cls is not None:
+            x = torch.cat([self.cls.expand(batch * steps, 1, self.width), x], dim=1)  # (B*T, N, D)
         return x.reshape(batch, steps, x.shape[1], self.width)  # (B, T, N, D)
 
 
@@ -254,7 +271,8 @@ class TRecViT(nn.Module):
         elif kwargs:
             cfg = dataclasses.replace(cfg, **kwargs)
         self.cfg = cfg
-        self.tokenizer = Tokenizer(width=cfg.width, patch=cfg.patch, image_size=cfg.image_size, in_chans=cfg.in_chans)
+        self.tokenizer = Tokenizer(width=cfg.width, patch=cfg.patch, image_size=cfg.image_size, in_chans=cfg.in_chans,
+                                   cls=cfg.pool == "tok", channels_last=cfg.channels_last)
         self.time_pos = nn.Parameter(torch.randn(cfg.frames_per_clip, cfg.width) * 0.02) if cfg.time_posemb else None
         self.temporal = nn.ModuleList(make_temporal(cfg) for _ in range(cfg.depth))
         self.spatial = nn.ModuleList(ViTBlock(width=cfg.width, num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim)
@@ -270,6 +288,16 @@ class TRecViT(nn.Module):
     def from_variant(cls, name: str, num_frames: int = 32, num_classes: int = 400, **overrides) -> "TRecViT":
         """The paper's sizes mu, Ti, S, B (released) and L; ``num_frames`` sets ``frames_per_clip``."""
         return cls(TRecViTConfig.variant(name, frames_per_clip=num_frames, num_classes=num_classes, **overrides))
+
+    @classmethod
+    def from_official_checkpoint(cls, path, *, frames_per_clip: int, **overrides) -> "TRecViT":
+        """A model with the weights of an official ``google-deepmind/trecvit`` ``.npz`` checkpoint (e.g.
+        ``trecvit_B_k400.npz``; ``frames_per_clip`` 32 for it). Every size is inferred from the arrays'
+        shapes; ``overrides`` set other config fields (e.g. ``channels_last=True``). See
+        ``tenfold.models.trecvit_official``."""
+        from tenfold.models.trecvit_official import load_official_checkpoint
+
+        return load_official_checkpoint(path, frames_per_clip=frames_per_clip, **overrides)
 
     # --- encoder -------------------------------------------------------------------------------
 
@@ -301,26 +329,39 @@ class TRecViT(nn.Module):
     # --- decoder -------------------------------------------------------------------------------
 
     def frame_features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tanh pre-logits of each frame's CLS token: (B, T, N, D) -> (B, T, rep)."""
-        return torch.tanh(self.pre_logits(tokens[:, :, 0]))
+        """tanh pre-logits of each frame's CLS token (``pool="gap"``: mean token): (B, T, N, D) -> (B, T, rep)."""
+        pooled = tokens[:, :, 0] if self.cfg.pool == "tok" else tokens.mean(2)  # (B, T, D)
+        return torch.tanh(self.pre_logits(pooled))
 
     def _clip_logits(self, clip: torch.Tensor) -> torch.Tensor:
         features = self.frame_features(self.encode(clip))  # (B, T, rep)
         pooled = features.mean(1) if self.cfg.readout == "mean" else features[:, -1]
         return self.head(pooled)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """Logits (B, classes), averaged over clips of ``frames_per_clip`` frames when T is longer."""
+    def clip_logits(self, video: torch.Tensor) -> torch.Tensor:
+        """Logits of each clip (B, n, classes): n = max(T // frames_per_clip, 1) clips of T / n frames,
+        each encoded from a fresh state (the official ``TRecViT.__call__``)."""
         if video.dim() != 5:
-            raise ValueError(f"video must be shaped (B, T, C, H, W), got {tuple(video.shape)}")
+            raise ValueError(f"video must be shaped (B, T, C, H, W) or (B, T, H, W, C), got {tuple(video.shape)}")
         batch, steps = video.shape[:2]
         fpc = self.cfg.frames_per_clip
-        if steps <= fpc:
-            return self._clip_logits(video)
-        if steps % fpc:
-            raise ValueError(f"a video longer than frames_per_clip={fpc} needs T divisible by it, got T={steps}")
-        clips = video.reshape(batch * (steps // fpc), fpc, *video.shape[2:])  # (B*n, fpc, C, H, W)
-        return self._clip_logits(clips).reshape(batch, steps // fpc, -1).mean(1)  # (B, classes)
+        num_clips = max(steps // fpc, 1)
+        if steps % num_clips:
+            raise ValueError(f"T={steps} frames make {num_clips} clips (frames_per_clip={fpc}): T must be divisible "
+                             f"by {num_clips}")
+        clips = video.reshape(batch * num_clips, steps // num_clips, *video.shape[2:])  # (B*n, T/n, ...)
+        return self._clip_logits(clips).reshape(batch, num_clips, -1)  # (B, n, classes)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes), averaged over the clips of :meth:`clip_logits`."""
+        return self.clip_logits(video).mean(1)
+
+    def predict(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The official decoder's outputs: ``logits`` (B, classes), the mean of the clips' logits, and
+        ``probs`` (B, classes), the mean of the clips' softmax probabilities (which the official demo
+        takes the argmax of)."""
+        per_clip = self.clip_logits(video)  # (B, n, classes)
+        return {"logits": per_clip.mean(1), "probs": per_clip.softmax(-1).mean(1)}
 
     # --- streaming -----------------------------------------------------------------------------
 
