@@ -255,7 +255,8 @@ class _TorqueOptimizer(Optimizer):
         self.__dict__.setdefault("_skipped", None)
         for group in self.param_groups:
             for key, value in self.defaults.items():
-                group.setdefault(key, value)  # e.g. an SGD / Adam / AdamW state dict
+                if key != "differentiable":  # torch's Optimizer adds it to defaults; not supported here
+                    group.setdefault(key, value)  # e.g. an SGD / Adam / AdamW state dict
             self._restore_state_types(group)
 
     def _restore_state_types(self, group: dict) -> None:
@@ -282,8 +283,8 @@ class _TorqueOptimizer(Optimizer):
         to the parameter's dtype) and missing TAM-only group keys take their defaults, so a
         ``torch.optim.SGD`` (for TAM) or ``Adam`` / ``AdamW`` (for AdaTAM) state dict loads."""
         state_dict = dict(state_dict)
-        state_dict["state"] = {k: {name: (float(v) if name == "s_hat" and torch.is_tensor(v) else v)
-                                   for name, v in s.items()}
+        state_dict["state"] = {k: ({name: (float(v) if name == "s_hat" and torch.is_tensor(v) else v)
+                                    for name, v in s.items()} if isinstance(s, dict) else s)
                                for k, s in state_dict["state"].items()}  # read once, at load time
         super().load_state_dict(state_dict)
 
