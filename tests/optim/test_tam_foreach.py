@@ -63,9 +63,9 @@ def test_foreach_defaults_to_off_on_cpu():
 
 
 def test_vector_cosine_equals_host_cosine_bit_for_bit():
-    dots = torch.tensor([0.3, -2.0, 1.0, float("inf"), 0.5, 1e-300], dtype=F64)
-    m = torch.tensor([1.0, 1.0, 0.0, 1.0, float("nan"), 1e-200], dtype=F64)
-    g = torch.tensor([0.7, 1.5, 2.0, 1.0, 1.0, 1e-200], dtype=F64)
+    dots = torch.tensor([0.3, -2.0, 0.0, float("inf"), 0.5, 1e-300, 1.0, float("nan"), 1e-310], dtype=F64)
+    m = torch.tensor([1.0, 1.0, 0.0, 1.0, float("nan"), 1e-200, float("inf"), 1.0, 1e-160], dtype=F64)
+    g = torch.tensor([0.7, 1.5, 2.0, 1.0, 1.0, 1e-200, 1.0, 1.0, 1e-160], dtype=F64)
     got = torque_cosines(dots, m, g).tolist()
     assert got == [cosine_from_norms(*v) for v in zip(dots.tolist(), m.tolist(), g.tolist())]
 

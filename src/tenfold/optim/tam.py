@@ -172,9 +172,8 @@ def tam_lr_from_sgdm(lr: float, mean_damping: float = 0.5) -> float:
 def torque_cosines(dots: Tensor, m_norms: Tensor, g_norms: Tensor) -> Tensor:
     """:func:`cosine_from_norms` on tensors (elementwise, on the device, no host synchronisation):
     ``dots / (m_norms * g_norms)`` clamped to [-1, 1], 0 where a norm is 0 or a value is not finite."""
-    den = m_norms * g_norms
-    valid = torch.isfinite(dots) & torch.isfinite(den) & (den > 0)
-    return torch.where(valid, (dots / den).clamp(-1.0, 1.0), 0.0)
+    cosines = dots / (m_norms * g_norms)  # not finite exactly where the host rule gives 0
+    return torch.where(torch.isfinite(cosines), cosines.clamp(-1.0, 1.0), 0.0)
 
 
 def smoothed_s_hat(s_hat: Tensor, cosines: Tensor, decay: float) -> Tensor:
@@ -232,7 +231,8 @@ class _TorqueOptimizer(Optimizer):
     vectors; (2) with ``skip_nonfinite``, one device flag "every gradient is finite"; (3) the
     cosines, ŝ and d on the device; (4) the update, in a loop over tensors or with ``torch._foreach_*``.
     A step whose gradients are not all finite changes no parameter and no moment (its scalars
-    become neutral on the device: coefficients 0, decays 1); ``skipped_steps`` counts such steps.
+    become neutral on the device: coefficients 0, decays 1; its gradients are zeroed in place);
+    ``skipped_steps`` counts such steps.
     ``last_damping`` (the mean d_t of the last step) and ``skipped_steps`` read the device values
     only when asked."""
 
@@ -400,7 +400,7 @@ class _TorqueOptimizer(Optimizer):
         if not flags:
             return
         home = flags[0].device
-        ok = torch.stack([f.to(home, non_blocking=True) for f in flags]).all()
+        ok = flags[0] if len(flags) == 1 else torch.stack([f.to(home, non_blocking=True) for f in flags]).all()
         if self._skipped is None or self._skipped.device != home:
             self._skipped = torch.zeros((), dtype=torch.int64, device=home) + self.skipped_steps
         self._skipped.add_(~ok)
@@ -488,10 +488,15 @@ class _TorqueOptimizer(Optimizer):
 
     @staticmethod
     def _safe_grads(b: _Bucket) -> list[Tensor]:
-        """The gradients, zeroed on a step that is skipped (so 0·inf never reaches a moment)."""
+        """The gradients, zeroed in place on a step that is skipped (so 0·inf never reaches a
+        moment). In place: a new tensor per gradient would cost an allocation every step. The
+        zeroed gradients are ``p.grad`` itself unless maximize or coupled decay made a copy."""
         if b.ok is None:
             return b.grads
-        return [torch.where(b.ok, g, 0.0) for g in b.grads]
+        skipped = ~b.ok
+        for g in b.grads:
+            g.masked_fill_(skipped, 0.0)
+        return b.grads
 
     def _validate_group(self, group: dict) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -558,7 +563,8 @@ class TAM(_TorqueOptimizer):
     a tuned SGDM learning rate (:func:`tam_lr_from_sgdm`). ``foreach`` (default: on for CUDA
     tensors) groups tensors by device and dtype and updates them with ``torch._foreach_*``.
     ``skip_nonfinite`` (default on) leaves parameters and state unchanged on a step whose gradients
-    are not all finite, decided on the device (it costs one pass over the gradients).
+    are not all finite, decided on the device; it costs one in-place pass over the gradients, and
+    on such a step the gradients are left zeroed.
     State: ``momentum_buffer`` (``torch.optim.SGD``'s key) and ``s_hat`` (a float64 0-dim tensor).
     ``last_damping`` is the mean d_t at the last step (``last_group_damping`` per group).
     """
