@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -218,7 +218,6 @@ class _Bucket:
     m_norms: Tensor | None = None
     dots: Tensor | None = None
     ok: Tensor | None = None  # all gradients finite (0-dim bool), when the step is guarded
-    extra: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
