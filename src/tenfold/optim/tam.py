@@ -46,8 +46,13 @@ GRANULARITIES = ("tensor", "global")
 # Pure functions: the torque cosine, the smoothed damping, and one step of each rule on a tensor.
 # ----------------------------------------------------------------------------------------------
 
+_ACCUMULATE = {torch.float16: torch.float32, torch.bfloat16: torch.float32, torch.float32: torch.float32,
+               torch.float64: torch.float64}
+
+
 def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
+    acc = _ACCUMULATE.get(dtype)  # a dict: torch.promote_types costs a dispatch per call
+    return acc if acc is not None else torch.promote_types(dtype, torch.float32)
 
 
 def cosine_from_norms(dot: float, m_norm: float, g_norm: float) -> float:
@@ -189,13 +194,11 @@ def _real(t: Tensor) -> Tensor:
     return torch.view_as_real(t) if torch.is_complex(t) else t
 
 
-def _stacked_norms(tensors: list[Tensor], acc: torch.dtype) -> Tensor:
-    """Euclidean norm of each tensor, accumulated in ``acc``, stacked as float64: shape (n,)."""
-    if all(t.dtype == acc for t in tensors):
-        norms = torch._foreach_norm(tensors)
-    else:
-        norms = torch._foreach_norm(tensors, 2, dtype=acc)
-    return torch.stack(norms).double()  # (n,)
+def _norms(tensors: list[Tensor], acc: torch.dtype) -> list[Tensor]:
+    """Euclidean norm of each tensor, accumulated in ``acc`` (one foreach kernel)."""
+    if tensors[0].dtype == acc:
+        return list(torch._foreach_norm(tensors))
+    return list(torch._foreach_norm(tensors, 2, dtype=acc))
 
 
 def _masked(ok: Tensor, value: float | Tensor, neutral: float) -> Tensor:
@@ -386,12 +389,16 @@ class _TorqueOptimizer(Optimizer):
         if not (group["damping"] or group["skip_nonfinite"]):
             return
         acc = _accumulate_dtype(bucket.grads[0].dtype)
-        bucket.g_norms = _stacked_norms(bucket.grads, acc)
+        sums = _norms(bucket.grads, acc)
+        if group["damping"]:
+            sums += _norms(bucket.moments, acc) + [_dot(m, g) for m, g in zip(bucket.moments, bucket.grads)]
+        sums = torch.stack(sums).double()  # (n,) or (3n,): [||g_i||, ||m_i||, <m_i, g_i>]
+        n = len(bucket.grads)
+        bucket.g_norms = sums[:n]
+        if group["damping"]:
+            bucket.m_norms, bucket.dots = sums[n:2 * n], sums[2 * n:]
         if group["skip_nonfinite"]:
             bucket.ok = torch.isfinite(bucket.g_norms).all()
-        if group["damping"]:
-            bucket.m_norms = _stacked_norms(bucket.moments, acc)
-            bucket.dots = torch.stack([_dot(m, g) for m, g in zip(bucket.moments, bucket.grads)]).double()  # (n,)
 
     def _guard(self, work: list) -> None:
         """One flag for the whole step: every gradient of every guarded group is finite."""
