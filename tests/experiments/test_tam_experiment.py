@@ -17,11 +17,11 @@ def test_largest_stable_needs_a_contiguous_stable_range():
 
 def test_streams_and_init_are_paired_by_seed():
     cfg = dataclasses.replace(tam.PRESETS["smoke"])
-    a, b, c = tam._task_stream(cfg, 3), tam._task_stream(cfg, 3), tam._task_stream(cfg, 4)
+    a, b, c = tam.task_stream(cfg, 3), tam.task_stream(cfg, 3), tam.task_stream(cfg, 4)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not torch.equal(a[0], c[0])
     assert not torch.equal(a[1][0], a[1][1])  # each task has its own teacher
-    first, second = tam._student(cfg, 3), tam._student(cfg, 3)
+    first, second = tam.student(cfg, 3), tam.student(cfg, 3)
     assert all(torch.equal(p, q) for p, q in zip(first.parameters(), second.parameters()))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tenfold.experiments.nap import Config, _mlp
+from tenfold.experiments.nap import Config, plasticity_mlp
 from tenfold.optim.nap import NaP
 from tenfold.utils.bench import BenchRow, compare
 
@@ -21,7 +21,7 @@ def bench(quick: bool = True) -> list[BenchRow]:
     y = torch.randint(0, cfg.n_classes, (cfg.batch_size,))
 
     def stepper(arm: str):
-        model = _mlp(cfg, arm, 0)
+        model = plasticity_mlp(cfg, arm, 0)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         proj = NaP(model) if arm == "nap" else None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tenfold.experiments.soft_reset import Config, _closure, make_model, make_soft_reset
+from tenfold.experiments.soft_reset import Config, online_closure, make_model, make_soft_reset
 from tenfold.optim.soft_reset import BayesianSoftResetProximal
 from tenfold.utils.bench import BenchRow, compare
 
@@ -27,11 +27,11 @@ def bench(quick: bool = True) -> list[BenchRow]:
         sgd, soft = torch.optim.SGD(base_model.parameters(), lr=cfg.lr), factory(soft_model)
 
         def sgd_step():
-            _closure(base_model, sgd, x, y, [1])()
+            online_closure(base_model, sgd, x, y, [1])()
             sgd.step()
 
         def soft_step():
-            soft.step(_closure(soft_model, soft, x, y, [1]))
+            soft.step(online_closure(soft_model, soft, x, y, [1]))
 
         soft_step()
         rows.append(compare(f"{name}.step", ("torch.optim.SGD", sgd_step), (name, soft_step),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tenfold.experiments.tam import Config, _student, _task_stream
+from tenfold.experiments.tam import Config, student, task_stream
 from tenfold.models.gpt import GPT, GPTConfig
 from tenfold.optim.tam import TAM, AdaTAM
 from tenfold.utils.bench import BenchRow, compare
@@ -78,11 +78,11 @@ def _bench_step(name, baseline, method, make_params, repeats) -> BenchRow:
 
 def _bench_train_step(repeats) -> BenchRow:
     cfg = Config()
-    stream = _task_stream(cfg, 0)
+    stream = task_stream(cfg, 0)
     x, y = stream[0][0, stream[2][0, 0]], stream[1][0, stream[2][0, 0]]
 
     def trainer(make):
-        model = _student(cfg, 0)
+        model = student(cfg, 0)
         optimizer = make(model.parameters())
 
         def step():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tenfold.experiments.trecvit import Config, _copy_state, _task_kwargs, trecvit_config
+from tenfold.experiments.trecvit import Config, copy_state, task_kwargs, trecvit_config
 from tenfold.models.trecvit import TRecViT
 from tenfold.models.vivit import ViViTJoint
 from tenfold.nn.rglru import RGLRU, linear_scan
@@ -37,7 +37,7 @@ def _bench_fused_rglru(quick: bool) -> list[BenchRow]:
                             saved_bytes_plain=saved["plain"], saved_bytes_fused=saved["fused"]))
     cfg = Config()  # the experiment's training step: tiny TRecViT, batch 32, T = 8, forward + backward
     video, labels = make_task("direction", n=cfg.batch, frames=cfg.frames, size=cfg.size, seed=0,
-                              **_task_kwargs(cfg, "direction"))
+                              **task_kwargs(cfg, "direction"))
     models = {}
     for fused in (True, False):
         torch.manual_seed(0)
@@ -84,7 +84,7 @@ def bench(quick: bool = True) -> list[BenchRow]:
 
     def kv_step():
         with torch.no_grad():
-            kv.step(frame, _copy_state(kv_state))
+            kv.step(frame, copy_state(kv_state))
 
     def trec_step():
         with torch.no_grad():

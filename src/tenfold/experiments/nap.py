@@ -101,7 +101,8 @@ CLAIMS = (
 # part 1: plasticity under iterated random labels
 # ------------------------------------------------------------------------------------------------
 
-def _mlp(cfg: Config, arm: str, seed: int) -> NormMLP:
+def plasticity_mlp(cfg: Config, arm: str, seed: int) -> NormMLP:
+    """The part-1 MLP of ``arm`` (no norm for the base arms, LayerNorm otherwise), initialised from ``seed``."""
     torch.manual_seed(seed)  # the same initial weights in every arm
     norm = "none" if arm.startswith("base") else "layer"
     return NormMLP(in_features=cfg.in_features, hidden_features=list(cfg.hidden), out_features=cfg.n_classes,
@@ -148,7 +149,7 @@ def train_random_labels(cfg: Config, arm: str, seed: int) -> dict:
     """One arm of part 1; returns per-task curves."""
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
-    model = _mlp(cfg, arm, seed)
+    model = plasticity_mlp(cfg, arm, seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     before, after = _hooks(cfg, arm, model, seed)
     stream = RandomLabelStream(n=cfg.n_inputs, in_features=cfg.in_features, n_classes=cfg.n_classes,

@@ -117,7 +117,9 @@ def sp_grid(cfg: Config) -> list[tuple[float, float]]:
 # arms
 # ---------------------------------------------------------------------------------------------
 
-def _closure(model, opt, x, y, first: list):
+def online_closure(model, opt, x, y, first: list):
+    """The closure an optimizer step evaluates on batch (x, y); the logits of its first call (at θ_t,
+    before any update) are appended to ``first`` for the online accuracy."""
     def closure():
         opt.zero_grad()
         logits = model(x)
@@ -144,7 +146,7 @@ def run_baseline(cfg: Config, seed: int, arm: str, shrink: float = 1.0, noise: f
         if reset is not None and batch.is_boundary:
             reset.reset_(opt)
         first: list = []
-        closure = _closure(model, opt, batch.x, batch.y, first)
+        closure = online_closure(model, opt, batch.x, batch.y, first)
         for _ in range(updates):
             closure()
             if l2 is not None:
@@ -177,7 +179,7 @@ def run_soft(cfg: Config, seed: int, variant: str = "soft", **overrides) -> dict
     gammas: list[list[float]] = []
     for batch in make_stream(cfg, seed):
         first: list = []
-        opt.step(_closure(model, opt, batch.x, batch.y, first))
+        opt.step(online_closure(model, opt, batch.x, batch.y, first))
         meter.update(batch.task, first[0], batch.y)
         gammas.append([round(g, 6) for g in opt.last_gammas.values()])
     return {"per_task": meter.per_task(), "gamma": gammas, "gamma_names": list(opt.last_gammas),

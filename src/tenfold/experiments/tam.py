@@ -122,7 +122,7 @@ def _quadratic(cfg: Config, seed: int) -> dict:
 
 # ------------------------------------------------------------------ part 2: online shifts
 
-def _task_stream(cfg: Config, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def task_stream(cfg: Config, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inputs (tasks, pool, in_dim), labels (tasks, pool) and minibatch indices (tasks, steps, batch)."""
     inputs, labels = [], []
     for task in range(cfg.tasks):
@@ -137,7 +137,8 @@ def _task_stream(cfg: Config, seed: int) -> tuple[torch.Tensor, torch.Tensor, to
     return torch.stack(inputs), torch.stack(labels), index
 
 
-def _student(cfg: Config, seed: int) -> nn.Module:
+def student(cfg: Config, seed: int) -> nn.Module:
+    """The online-shift student MLP (ReLU, He init), initialised from ``seed`` (shared by every arm)."""
     gen = torch.Generator().manual_seed(seed)
     h = cfg.student_hidden
     model = nn.Sequential(nn.Linear(cfg.in_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, cfg.classes))
@@ -176,12 +177,12 @@ def _online(cfg: Config, model: nn.Module, optimizer, stream) -> dict:
 
 
 def _shift(cfg: Config, seed: int) -> dict:
-    stream = _task_stream(cfg, seed)
-    init = _student(cfg, seed)
+    stream = task_stream(cfg, seed)
+    init = student(cfg, seed)
     arms = {}
 
     def run(name, make):
-        model = _student(cfg, seed)
+        model = student(cfg, seed)
         model.load_state_dict(init.state_dict())
         arms[name] = _online(cfg, model, make(model.parameters()), stream)
 

@@ -164,7 +164,8 @@ def build_arm(arm: str, cfg: Config, task: str, frames: int):
 # part 1: training on synthetic tasks
 
 
-def _task_kwargs(cfg: Config, task: str) -> dict:
+def task_kwargs(cfg: Config, task: str) -> dict:
+    """The keyword arguments of ``make_task`` for ``task`` under ``cfg``."""
     if task == "direction":
         return {"distractors": cfg.distractors, "directions": cfg.directions, "min_speed": cfg.min_speed}
     return {"side": cfg.flash_side} if task == "count" else {}
@@ -173,7 +174,7 @@ def _task_kwargs(cfg: Config, task: str) -> dict:
 def evaluate_model(model, task: str, cfg: Config, frames: int) -> dict:
     """Accuracy on the fixed held-out set, plus the sign accuracy for direction (right sign given the right axis)."""
     video, labels = make_task(task, n=cfg.eval_clips, frames=frames, size=cfg.size, seed=cfg.eval_seed,
-                              **_task_kwargs(cfg, task))
+                              **task_kwargs(cfg, task))
     model.eval()
     with torch.no_grad():
         preds = torch.cat([model(chunk).argmax(-1) for chunk in video.split(128)])
@@ -193,7 +194,7 @@ def train(model, task: str, cfg: Config, frames: int, steps: int, seed: int) -> 
 
     def loss_fn(step: int) -> torch.Tensor:
         video, labels = make_task(task, n=cfg.batch, frames=frames, size=cfg.size, generator=generator,
-                                  **_task_kwargs(cfg, task))
+                                  **task_kwargs(cfg, task))
         return F.cross_entropy(model(video), labels)
 
     start = time.process_time()
@@ -271,7 +272,9 @@ def efficiency_paper_scale(frames: int = 32) -> dict:
 # part 3: streaming
 
 
-def _copy_state(state):
+def copy_state(state):
+    """A state safe to step from again: a ViViT's KV caches are copied (they grow in place); TRecViT's
+    state is returned as is (its step never mutates it)."""
     from tenfold.models.vivit import ViViTStreamState
     from tenfold.nn.attention import KVCache
 
@@ -299,7 +302,7 @@ def stream_profile(model, frames: torch.Tensor, points: int, repeats: int) -> di
     with torch.no_grad():
         for t in range(total):
             if t in timed:
-                states[t] = _copy_state(state)  # the state before frame t (a KV cache is appended in place)
+                states[t] = copy_state(state)  # the state before frame t (a KV cache is appended in place)
             _, state = model.step(frames[t], state)
             state_bytes.append(state.nbytes())
         times: dict[int, list[float]] = {t: [] for t in timed}
@@ -308,7 +311,7 @@ def stream_profile(model, frames: torch.Tensor, points: int, repeats: int) -> di
         for round_ in range(repeats + 1):
             rng.shuffle(order)
             for t in order:
-                start_state = _copy_state(states[t])
+                start_state = copy_state(states[t])
                 start = time.thread_time()
                 model.step(frames[t], start_state)
                 if round_:  # round 0 warms up
