@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tenfold.experiments.soft_reset import Config, online_closure, make_model, make_soft_reset
+from tenfold.experiments.soft_reset import Config, make_model, make_soft_reset, online_closure
 from tenfold.optim.soft_reset import BayesianSoftResetProximal
 from tenfold.utils.bench import BenchRow, compare
 
