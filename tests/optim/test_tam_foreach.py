@@ -364,3 +364,24 @@ def test_compiled_step_has_no_graph_breaks_or_recompiles(cls, foreach, skip_nonf
             p.grad = torch.randn_like(p)
         step()
     assert counter.frame_count == 1  # one graph for every parameter and every step
+
+
+@pytest.mark.parametrize("cls", [TAM, AdaTAM])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_guard_zeroes_gradients_only_on_a_skipped_step(cls, foreach):
+    params = _params()
+    opt = cls(params, lr=0.01, foreach=foreach)
+    grads = [torch.randn_like(p) for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    opt.step()
+    assert all(torch.equal(p.grad, g) for p, g in zip(params, grads))  # a normal step leaves p.grad
+    before = [p.detach().clone() for p in params]
+    params[1].grad[0] = float("nan")
+    opt.step()
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in params)  # zeroed in place
+    assert all(torch.equal(p, q) for p, q in zip(params, before)) and opt.skipped_steps == 1
+    unguarded = cls(params, lr=0.01, foreach=foreach, skip_nonfinite=False)
+    params[1].grad[0] = float("nan")
+    unguarded.step()  # as torch's optimizers: the NaN reaches that parameter, ŝ stays finite
+    assert torch.isnan(params[1]).any() and all(torch.isfinite(unguarded.state[p]["s_hat"]) for p in params)

@@ -324,16 +324,17 @@ class _TorqueOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = [(group, self._prepare(group)) for group in self.param_groups]
-        work = [(group, buckets) for group, buckets in work if buckets]
+        work = [(group, *self._prepare(group)) for group in self.param_groups]
+        work = [w for w in work if w[1]]
         if not work:
             return loss
         self._guard(work)
-        self._damping_log = [self._apply_group(group, buckets) for group, buckets in work]
+        self._damping_log = [self._apply_group(group, buckets, foreach) for group, buckets, foreach in work]
         return loss
 
-    def _prepare(self, group: dict) -> list[_Bucket]:
-        """Phase 1 for one group: state, effective gradients and sums, per device and dtype."""
+    def _prepare(self, group: dict) -> tuple[list[_Bucket], bool]:
+        """Phase 1 for one group: state, effective gradients and sums, per device and dtype; and
+        whether this group runs the foreach path."""
         params, grads, states = [], [], []
         for p in group["params"]:
             if p.grad is None:
@@ -349,12 +350,11 @@ class _TorqueOptimizer(Optimizer):
             grads.append(p.grad)
             states.append(state)
         if not params:
-            return []
+            return [], False
         if group["foreach"] is None:
             group_foreach = _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)[1]
         else:
             group_foreach = group["foreach"]
-        group["_foreach_now"] = group_foreach  # popped in _apply_group
         grouped = Optimizer._group_tensors_by_device_and_dtype([params, grads], with_indices=True)
         buckets = []
         for (b_params, b_grads), indices in grouped.values():
@@ -364,7 +364,7 @@ class _TorqueOptimizer(Optimizer):
                              [_real(s[self._moment_key]) for s in b_states], b_states)
             self._sums(group, bucket)
             buckets.append(bucket)
-        return buckets
+        return buckets, group_foreach
 
     @staticmethod
     def _effective_grads(group: dict, params: list[Tensor], grads: list[Tensor], foreach: bool) -> list[Tensor]:
@@ -402,7 +402,7 @@ class _TorqueOptimizer(Optimizer):
 
     def _guard(self, work: list) -> None:
         """One flag for the whole step: every gradient of every guarded group is finite."""
-        flags = [b.ok for _, buckets in work for b in buckets if b.ok is not None]
+        flags = [b.ok for _, buckets, _ in work for b in buckets if b.ok is not None]
         if not flags:
             return
         home = flags[0].device
@@ -410,15 +410,14 @@ class _TorqueOptimizer(Optimizer):
         if self._skipped is None or self._skipped.device != home:
             self._skipped = torch.zeros((), dtype=torch.int64, device=home) + self.skipped_steps
         self._skipped.add_(~ok)
-        for _, buckets in work:
+        for _, buckets, _ in work:
             for b in buckets:
                 if b.ok is not None:
                     b.ok = ok if b.device == home else ok.to(b.device, non_blocking=True)
 
-    def _apply_group(self, group: dict, buckets: list[_Bucket]) -> Tensor | None:
+    def _apply_group(self, group: dict, buckets: list[_Bucket], foreach: bool) -> Tensor | None:
         """Phase 2 for one group: ŝ and d on the device, then the update of every bucket.
         Returns the d_t of every tensor (float64, (n,)), or None when damping is off."""
-        foreach = group.pop("_foreach_now")
         if not group["damping"]:
             self._reset_s_hat(group, buckets)
             for b in buckets:
