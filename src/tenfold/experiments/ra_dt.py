@@ -585,42 +585,8 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
                       figures=[plotting.save(fig, out_dir, "returns.png")])
 
 
-# ----------------------------------------------------------------------------- bench
-def bench(quick: bool = True) -> list:
-    """Retrieval latency per evaluation step against memory size: exact torch search (top-50 of a batch
-    of 21 queries) vs the RA-DT policy forward at batch 21, and faiss IndexFlatIP vs torch where installed."""
-    from tenfold.models.retrieval import ExactIndex, faiss_available
-    from tenfold.utils.bench import compare
-
-    torch.manual_seed(0)
-    cfg = Config()
-    model = RADT(size=(9, 9), horizon=30, max_rtg=30, context=10, memory_steps=20).eval()
-    batch = 21
-    ctx = {"states": torch.randint(0, 9, (batch, 10, 2)), "actions": torch.randint(0, 5, (batch, 10)),
-           "rewards": torch.zeros(batch, 10, dtype=torch.long), "rtg": torch.randint(0, 30, (batch, 10)),
-           "timesteps": torch.arange(10).expand(batch, 10), "mask": torch.ones(batch, 10, dtype=torch.bool)}
-    mem = {k: torch.cat([v, v], 1) for k, v in ctx.items()}
-    rows = []
-    sizes = (1_000, 10_000, 50_000) if quick else (1_000, 10_000, 100_000, 500_000)
-    for n in sizes:
-        keys, queries = torch.randn(n, cfg.embed_dim), torch.randn(batch, cfg.embed_dim)
-        index = ExactIndex(dim=cfg.embed_dim)
-        index.add(keys)
-        with torch.no_grad():
-            rows.append(compare(f"retrieval_step_N{n}", ("policy_forward_b21", lambda: model(ctx, mem)),
-                                ("torch_exact_top50", lambda: index.search(queries, 50)), repeats=7, memory_size=n))
-        if faiss_available():
-            import faiss
-            fidx = faiss.IndexFlatIP(cfg.embed_dim)
-            fidx.add(torch.nn.functional.normalize(keys, dim=-1).numpy())
-            qn = torch.nn.functional.normalize(queries, dim=-1).numpy()
-            rows.append(compare(f"faiss_vs_torch_N{n}", ("torch_exact_top50", lambda: index.search(queries, 50)),
-                                ("faiss_flatip_top50", lambda: fidx.search(qn, 50)), repeats=7, memory_size=n))
-    return rows
-
-
 EXPERIMENT = Experiment(
     name="ra-dt", paper="Retrieval-Augmented Decision Transformer: External Memory for In-context RL "
     "(Schmied et al., arXiv 2410.07071)", presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=8.0,
-    claims=CLAIMS, bench=bench, devices=("cpu", "cuda"),
+    claims=CLAIMS, devices=("cpu", "cuda"),
 )
