@@ -122,6 +122,7 @@ CHOICES = {"radt_init": ("scratch", "dt"), "anchors": ("official", "end"), "trai
 
 
 def check_config(cfg: Config) -> None:
+    """ValueError naming the field for an unknown option or an out-of-range value."""
     for name, choices in CHOICES.items():
         check_choice(name, getattr(cfg, name), choices)
     check_range("dropout", cfg.dropout, 0.0, 1.0, high_open=True)
