@@ -38,13 +38,27 @@ def test_unknown_experiment_exits_2_naming_valid_ones(capsys):
     (("run", "toy", "--seeds", "1,1"), "distinct"),
     (("run", "toy", "--device", "tpu"), "valid devices"),
     (("reproduce", "--only", "toy,nosuch"), "unknown experiment 'nosuch'"),
-    (("reproduce", "--only", "nap,p-rope", "--device", "cuda"), "not supported by nap;"),
     (("bench", "toy"), "no benchmark"),
 ])
 def test_bad_usage_exits_2_with_a_clear_message(capsys, tmp_path, argv, message):
     code, _, err = run_cli(capsys, *argv, *(("--out", str(tmp_path)) if argv[0] != "bench" else ()))
     assert code == 2
     assert message in err
+
+
+def test_reproduce_on_cuda_names_the_cpu_only_experiments(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(registry.get("toy"), "devices", ("cpu",))
+    code, _, err = run_cli(capsys, "reproduce", "--only", "toy,p-rope", "--device", "cuda", "--out", str(tmp_path))
+    assert code == 2 and "not supported by toy;" in err
+    assert not any(tmp_path.iterdir())  # refused before anything was created
+
+
+def test_list_shows_each_experiments_devices(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for name in registry.names():
+        row = next(line for line in out.splitlines() if line.startswith(name + " "))
+        assert ",".join(registry.get(name).devices) in row
 
 
 def test_report_of_missing_folder_exits_2(capsys, tmp_path):

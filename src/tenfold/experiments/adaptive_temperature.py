@@ -61,11 +61,11 @@ PAIRED_SIZES = (256, 512, 1024)  # where the paper reports its clearest gains
 
 
 def _train(cfg: Config, generator: torch.Generator, ctx: RunContext) -> MaxRetrievalNet:
-    net = MaxRetrievalNet(d_hidden=cfg.d_hidden, d_k=cfg.d_hidden)
+    net = MaxRetrievalNet(d_hidden=cfg.d_hidden, d_k=cfg.d_hidden).to(ctx.device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
 
     def loss_fn(step: int) -> torch.Tensor:
-        feats, target, _ = sample_max_retrieval(cfg.batch, cfg.train_n, generator=generator)
+        feats, target, _ = _on(ctx.device, sample_max_retrieval(cfg.batch, cfg.train_n, generator=generator))
         return F.cross_entropy(net(feats), target)
 
     fit(net, opt, loss_fn, cfg.steps, progress=lambda steps: ctx.progress(steps, desc="train"),
@@ -73,20 +73,26 @@ def _train(cfg: Config, generator: torch.Generator, ctx: RunContext) -> MaxRetri
     return net.eval()
 
 
-def _chunks(cfg: Config, n: int, sets: int, generator: torch.Generator):
+def _on(device: torch.device, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Sets drawn on the CPU with the seed's generator (identical on every device), moved to ``device``."""
+    return tuple(t.to(device) for t in tensors)
+
+
+def _chunks(cfg: Config, n: int, sets: int, generator: torch.Generator, device: torch.device):
     per_chunk = max(1, min(sets, cfg.max_items // n))
     for start in range(0, sets, per_chunk):
-        yield sample_max_retrieval(min(per_chunk, sets - start), n, generator=generator)
+        yield _on(device, sample_max_retrieval(min(per_chunk, sets - start), n, generator=generator))
 
 
 def _fit_polynomial(cfg: Config, net: MaxRetrievalNet, generator: torch.Generator):
     """For each size, the beta of the grid with the lowest cross-entropy on fitting sets; then a quartic
     fitted to (row entropy, best beta of its size) over all rows, as the paper fitted its polynomial."""
-    grid = torch.tensor(cfg.beta_grid)
+    device = net.query.device
+    grid = torch.tensor(cfg.beta_grid, device=device)
     entropies, betas, best = [], [], []
     for n in cfg.sizes:
-        nll, rows = torch.zeros(len(grid)), []
-        for feats, target, _ in _chunks(cfg, n, cfg.fit_sets, generator):
+        nll, rows = torch.zeros(len(grid), device=device), []
+        for feats, target, _ in _chunks(cfg, n, cfg.fit_sets, generator, device):
             scores, values = net.encode(feats)
             rows.append(adaptive_temperature_softmax(scores, return_stats=True)[1]["entropy"])
             for g, beta in enumerate(grid):
@@ -95,18 +101,19 @@ def _fit_polynomial(cfg: Config, net: MaxRetrievalNet, generator: torch.Generato
         best.append(float(grid[nll.argmin()]))
         entropies.append(torch.cat(rows))
         betas.append(torch.full_like(entropies[-1], best[-1]))
-    coeffs = fit_polynomial(torch.cat(entropies), torch.cat(betas), degree=len(PAPER_COEFFS) - 1)
+    coeffs = fit_polynomial(torch.cat(entropies).cpu(), torch.cat(betas).cpu(), degree=len(PAPER_COEFFS) - 1)
     return coeffs, best
 
 
 def _evaluate_size(cfg: Config, net: MaxRetrievalNet, n: int, refit: tuple[float, ...],
                    generator: torch.Generator) -> dict:
-    grid = torch.tensor(cfg.beta_grid)
+    device = net.query.device
+    grid = torch.tensor(cfg.beta_grid, device=device)
     correct = {"softmax": 0, "adaptive": 0, "log-n": 0, "refit": 0}
-    grid_correct = torch.zeros(len(grid))
+    grid_correct = torch.zeros(len(grid), device=device)
     sums = {"w_base": 0.0, "w_at": 0.0, "entropy": 0.0, "beta": 0.0, "beta_above_1": 0.0, "spread": 0.0}
     bound_gap = -math.inf
-    for feats, target, argmax in _chunks(cfg, n, cfg.eval_sets, generator):
+    for feats, target, argmax in _chunks(cfg, n, cfg.eval_sets, generator, device):
         scores, values = net.encode(feats)
         base = torch.softmax(scores, -1)
         at, stats = adaptive_temperature_softmax(scores, return_stats=True)
@@ -267,4 +274,5 @@ EXPERIMENT = Experiment(
     name="adaptive-temperature",
     paper="Softmax is not enough (for sharp out-of-distribution), Veličković et al. (arXiv 2410.01104)",
     presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claims=CLAIMS,
+    devices=("cpu", "cuda"),
 )
