@@ -38,7 +38,7 @@ from tenfold.analysis.effective_lr import effective_lr
 from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, seed_stats
 from tenfold.models.normalized import NormCNN, NormMLP
 from tenfold.optim.nap import NaP
-from tenfold.tasks.streams import OnlineAccuracy, RandomLabelStream
+from tenfold.tasks.streams import RandomLabelStream
 from tenfold.train.loop import fit, warmup_cosine
 
 ARMS = ("base", "ln", "nap", "nap_all", "ln_l2init", "base_sp")
@@ -129,7 +129,7 @@ def _hidden_linears(model: nn.Sequential) -> list[nn.Linear]:
     return [m for m in model if isinstance(m, nn.Linear)][:-1]
 
 
-def _hooks(cfg: Config, arm: str, model: nn.Module, seed: int):
+def _hooks(cfg: Config, arm: str, model: nn.Module, seed: int, device: torch.device):
     """The per-step extras of an arm: (before_step, after_step) callables or None."""
     from tenfold.optim.baselines import L2Init, ShrinkPerturb  # optional arms only
 
@@ -140,29 +140,34 @@ def _hooks(cfg: Config, arm: str, model: nn.Module, seed: int):
         return L2Init(model, strength=cfg.l2init_strength).add_grad_, None
     if arm == "base_sp":
         sp = ShrinkPerturb(model, shrink=cfg.sp_shrink, noise_scale=cfg.sp_noise, noise_std="init",
-                           generator=torch.Generator().manual_seed(seed + 17))
+                           generator=torch.Generator(device=device).manual_seed(seed + 17))
         return None, sp.apply_
     return None, None
 
 
-def train_random_labels(cfg: Config, arm: str, seed: int) -> dict:
-    """One arm of part 1; returns per-task curves."""
+def train_random_labels(cfg: Config, arm: str, seed: int, device: torch.device = torch.device("cpu")) -> dict:
+    """One arm of part 1 on ``device`` (the stream is drawn on the CPU, identical on every device);
+    returns per-task curves."""
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
-    model = plasticity_mlp(cfg, arm, seed)
+    model = plasticity_mlp(cfg, arm, seed).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    before, after = _hooks(cfg, arm, model, seed)
+    before, after = _hooks(cfg, arm, model, seed, device)
     stream = RandomLabelStream(n=cfg.n_inputs, in_features=cfg.in_features, n_classes=cfg.n_classes,
                                n_tasks=cfg.tasks, steps_per_task=cfg.steps_per_task, batch_size=cfg.batch_size,
                                generator=torch.Generator().manual_seed(seed))
-    meter = OnlineAccuracy(cfg.tasks)
+    inputs = stream.x.to(device)  # (n_inputs, in_features), fixed for the whole run
+    hits = torch.zeros(cfg.tasks, dtype=torch.long, device=device)  # online hits per task, read back once
+    seen = np.zeros(cfg.tasks)
     norms, dead, elr = [_weight_norm(model)], [], []
     start = time.process_time()
     for batch in stream:
-        logits = model(batch.x)
-        meter.update(batch.task, logits, batch.y)
+        x, y = batch.x.to(device), batch.y.to(device)
+        logits = model(x)
+        hits[batch.task] += (logits.detach().argmax(-1) == y).sum()
+        seen[batch.task] += y.numel()
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(logits, batch.y).backward()
+        F.cross_entropy(logits, y).backward()
         if before is not None:
             before()
         opt.step()
@@ -170,9 +175,11 @@ def train_random_labels(cfg: Config, arm: str, seed: int) -> dict:
             after()
         if batch.step == cfg.steps_per_task - 1:  # end of a task
             norms.append(_weight_norm(model))
-            dead.append(_dead_fraction(model, stream.x))
+            dead.append(_dead_fraction(model, inputs))
             elr.append([effective_lr(m.weight, cfg.lr, "adam") for m in _hidden_linears(model)])
-    return {"online": meter.per_task(), "norm": norms, "dead": dead, "elr": elr,
+    with np.errstate(invalid="ignore", divide="ignore"):
+        online = (hits.cpu().numpy() / seen).tolist()
+    return {"online": online, "norm": norms, "dead": dead, "elr": elr,
             "cpu_s": time.process_time() - start}
 
 
@@ -199,23 +206,25 @@ def oriented_bars(n: int, generator: torch.Generator, *, size: int = 16, noise: 
     return images + noise * torch.randn(images.shape, generator=generator), labels
 
 
-def train_stationary(cfg: Config, arm: str, seed: int) -> dict:
-    """One arm of part 2: test accuracy of a small CNN after a cosine-decayed Adam run."""
+def train_stationary(cfg: Config, arm: str, seed: int, device: torch.device = torch.device("cpu")) -> dict:
+    """One arm of part 2 on ``device``: test accuracy of a small CNN after a cosine-decayed Adam run
+    (images and batch indices drawn on the CPU, identical on every device)."""
     if arm not in STAT_ARMS:
         raise ValueError(f"stat arm must be one of {STAT_ARMS}, got {arm!r}")
     data_gen = torch.Generator().manual_seed(10_000 + seed)
     x_train, y_train = oriented_bars(cfg.stat_train, data_gen, noise=cfg.stat_noise)
     x_test, y_test = oriented_bars(cfg.stat_test, data_gen, noise=cfg.stat_noise)
+    x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
     torch.manual_seed(seed)
     model = NormCNN(in_channels=1, channels=list(cfg.stat_channels), num_classes=len(BAR_DIRECTIONS),
-                    norm="none" if arm == "base" else "layer", bias_before_norm=cfg.bias_before_norm)
+                    norm="none" if arm == "base" else "layer", bias_before_norm=cfg.bias_before_norm).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.stat_lr)
     if arm == "nap":
         NaP(model).attach(opt)
     batch_gen = torch.Generator().manual_seed(20_000 + seed)
 
     def loss_fn(step: int) -> torch.Tensor:
-        index = torch.randint(0, cfg.stat_train, (cfg.stat_batch,), generator=batch_gen)
+        index = torch.randint(0, cfg.stat_train, (cfg.stat_batch,), generator=batch_gen).to(device)
         return F.cross_entropy(model(x_train[index]), y_train[index])
 
     start = time.process_time()
@@ -229,8 +238,9 @@ def train_stationary(cfg: Config, arm: str, seed: int) -> dict:
 
 
 def run_seed(cfg: Config, ctx: RunContext) -> dict:
-    record = {arm: train_random_labels(cfg, arm, ctx.seed) for arm in ctx.progress(cfg.arms, desc="nap arms")}
-    record["stationary"] = {arm: train_stationary(cfg, arm, ctx.seed) for arm in cfg.stat_arms}
+    arms = ctx.progress(cfg.arms, desc="nap arms")
+    record = {arm: train_random_labels(cfg, arm, ctx.seed, ctx.device) for arm in arms}
+    record["stationary"] = {arm: train_stationary(cfg, arm, ctx.seed, ctx.device) for arm in cfg.stat_arms}
     return record
 
 
@@ -325,4 +335,5 @@ EXPERIMENT = Experiment(
     name="nap",
     paper="Lyle et al., Normalization and effective learning rates in reinforcement learning (NeurIPS 2024, arXiv 2407.01800)",
     presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=2.5, claims=CLAIMS,
+    devices=("cpu", "cuda"),
 )
