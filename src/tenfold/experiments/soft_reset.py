@@ -96,11 +96,22 @@ def he_init_(model: nn.Module, generator: torch.Generator | None = None) -> None
             nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
 
 
-def make_model(cfg: Config, seed: int) -> nn.Module:
+def make_model(cfg: Config, seed: int, device: torch.device = torch.device("cpu")) -> nn.Module:
+    """The MLP, initialised on the CPU from ``seed`` (the same weights on every device), then moved to ``device``."""
     model = nn.Sequential(nn.Linear(cfg.in_features, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.hidden),
                           nn.ReLU(), nn.Linear(cfg.hidden, cfg.n_classes))
     he_init_(model, torch.Generator().manual_seed(10_000 + seed))
-    return model
+    return model.to(device)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _on_device(stream: RandomLabelStream, device: torch.device):
+    """The stream's batches (drawn on the CPU, identical on every device) with x and y moved to ``device``."""
+    for batch in stream:
+        yield batch, batch.x.to(device), batch.y.to(device)
 
 
 def make_stream(cfg: Config, seed: int) -> RandomLabelStream:
@@ -131,22 +142,24 @@ def online_closure(model, opt, x, y, first: list):
     return closure
 
 
-def run_baseline(cfg: Config, seed: int, arm: str, shrink: float = 1.0, noise: float = 0.0) -> dict:
+def run_baseline(cfg: Config, seed: int, arm: str, shrink: float = 1.0, noise: float = 0.0,
+                 device: torch.device = torch.device("cpu")) -> dict:
     """Online SGD, hard reset, L2-Init, Shrink & Perturb or compute-matched SGD on one seed's stream."""
-    model = make_model(cfg, seed)
+    model = make_model(cfg, seed, device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     l2 = L2Init(model, strength=cfg.l2_init) if arm == "l2_init" else None
-    sp = (ShrinkPerturb(model, shrink=shrink, noise_scale=noise, noise_std="init",
-                        generator=torch.Generator().manual_seed(20_000 + seed)) if arm == "sp" else None)
+    sp_generator = torch.Generator(device=device).manual_seed(20_000 + seed)
+    sp = (ShrinkPerturb(model, shrink=shrink, noise_scale=noise, noise_std="init", generator=sp_generator)
+          if arm == "sp" else None)
     reset = (HardReset(model, mode="fresh", init_fn=he_init_, generator=torch.Generator().manual_seed(30_000 + seed))
              if arm == "hard" else None)
     updates = cfg.sgd_updates_matched if arm == "sgd_matched" else 1
     meter = OnlineAccuracy(cfg.n_tasks)
-    for batch in make_stream(cfg, seed):
+    for batch, x, y in _on_device(make_stream(cfg, seed), device):
         if reset is not None and batch.is_boundary:
             reset.reset_(opt)
         first: list = []
-        closure = online_closure(model, opt, batch.x, batch.y, first)
+        closure = online_closure(model, opt, x, y, first)
         for _ in range(updates):
             closure()
             if l2 is not None:
@@ -154,33 +167,34 @@ def run_baseline(cfg: Config, seed: int, arm: str, shrink: float = 1.0, noise: f
             opt.step()
             if sp is not None:
                 sp.apply_()
-        meter.update(batch.task, first[0], batch.y)
+        meter.update(batch.task, first[0], y)
     return {"per_task": meter.per_task()}
 
 
 def make_soft_reset(cfg: Config, model: nn.Module, seed: int, **overrides) -> SoftReset:
     kwargs = dict(lr=cfg.lr, s=cfg.s, gamma_lr=cfg.gamma_lr, gamma_steps=cfg.gamma_steps, rho_max=cfg.rho_max,
                   prior_mean="init", ou_noise=True, lr_boost=True, sigma0="he_normal",
-                  generator=torch.Generator().manual_seed(40_000 + seed))
+                  generator=torch.Generator(device=_device_of(model)).manual_seed(40_000 + seed))
     kwargs.update(overrides)
     return SoftReset(model.named_parameters(), **kwargs)
 
 
-def run_soft(cfg: Config, seed: int, variant: str = "soft", **overrides) -> dict:
+def run_soft(cfg: Config, seed: int, variant: str = "soft", device: torch.device = torch.device("cpu"),
+             **overrides) -> dict:
     """Soft Reset (or the Bayesian variant) on one seed's stream; logs γ per drifting tensor per step."""
-    model = make_model(cfg, seed)
+    model = make_model(cfg, seed, device)
     if variant == "bayes":
         opt = BayesianSoftResetProximal(model.named_parameters(), lr=cfg.lr, s=cfg.s, gamma_lr=cfg.gamma_lr,
                                         gamma_steps=cfg.gamma_steps, theta_samples=cfg.bayes_theta_samples,
-                                        sigma0="he_normal", generator=torch.Generator().manual_seed(50_000 + seed))
+                                        sigma0="he_normal", generator=torch.Generator(device=device).manual_seed(50_000 + seed))
     else:
         opt = make_soft_reset(cfg, model, seed, **overrides)
     meter = OnlineAccuracy(cfg.n_tasks)
     gammas: list[list[float]] = []
-    for batch in make_stream(cfg, seed):
+    for batch, x, y in _on_device(make_stream(cfg, seed), device):
         first: list = []
-        opt.step(online_closure(model, opt, batch.x, batch.y, first))
-        meter.update(batch.task, first[0], batch.y)
+        opt.step(online_closure(model, opt, x, y, first))
+        meter.update(batch.task, first[0], y)
         gammas.append([round(g, 6) for g in opt.last_gammas.values()])
     return {"per_task": meter.per_task(), "gamma": gammas, "gamma_names": list(opt.last_gammas),
             "passes_per_step": opt.closure_calls / max(len(gammas), 1), "skipped": opt.skipped_steps}
@@ -203,19 +217,17 @@ def _timed(fn, *args, **kwargs) -> dict:
 
 
 def run_seed(cfg: Config, ctx: RunContext) -> dict:
-    seed = ctx.seed
-    arms = {"sgd": _timed(run_baseline, cfg, seed, "sgd"),
-            "hard": _timed(run_baseline, cfg, seed, "hard"),
-            "l2_init": _timed(run_baseline, cfg, seed, "l2_init"),
-            "sgd_matched": _timed(run_baseline, cfg, seed, "sgd_matched")}
+    seed, device = ctx.seed, ctx.device
+    arms = {arm: _timed(run_baseline, cfg, seed, arm, device=device)
+            for arm in ("sgd", "hard", "l2_init", "sgd_matched")}
     for k, (shrink, noise) in enumerate(sp_grid(cfg)):
-        arms[f"sp{k}"] = _timed(run_baseline, cfg, seed, "sp", shrink, noise)
-    arms["soft"] = _timed(run_soft, cfg, seed)
+        arms[f"sp{k}"] = _timed(run_baseline, cfg, seed, "sp", shrink, noise, device=device)
+    arms["soft"] = _timed(run_soft, cfg, seed, device=device)
     if cfg.bayes:
-        arms["bayes"] = _timed(run_soft, cfg, seed, "bayes")
+        arms["bayes"] = _timed(run_soft, cfg, seed, "bayes", device=device)
     if cfg.ablations and seed == cfg.seeds[0]:
         for name, overrides in ABLATIONS.items():
-            arms[f"ablation_{name}"] = _timed(run_soft, cfg, seed, **overrides)
+            arms[f"ablation_{name}"] = _timed(run_soft, cfg, seed, device=device, **overrides)
     return arms
 
 
@@ -317,4 +329,5 @@ EXPERIMENT = Experiment(
     paper="Galashov et al., Non-Stationary Learning of Neural Networks with Automatic Soft Parameter Reset "
           "(NeurIPS 2024, arXiv 2411.04034)",
     presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claims=CLAIMS,
+    devices=("cpu", "cuda"),
 )
