@@ -86,17 +86,20 @@ CLAIMS = (
 
 # ------------------------------------------------------------------ part 1: the noisy quadratic
 
-def _quadratic_run(cfg: Config, optimizer_fn, seed: int, keep_damping: bool = False) -> dict:
-    """Minimise the noisy quadratic; return the final loss (tail mean) and optionally d per step."""
-    lambdas = torch.logspace(-2, 0, cfg.quad_dim, dtype=torch.float64)
-    x = nn.Parameter(torch.ones(cfg.quad_dim, dtype=torch.float64))
+def _quadratic_run(cfg: Config, optimizer_fn, seed: int, keep_damping: bool = False,
+                   device: torch.device = torch.device("cpu")) -> dict:
+    """Minimise the noisy quadratic on ``device`` (the gradient noise is drawn on the CPU, identical on
+    every device); return the final loss (tail mean) and optionally d per step."""
+    lambdas = torch.logspace(-2, 0, cfg.quad_dim, dtype=torch.float64).to(device)
+    x = nn.Parameter(torch.ones(cfg.quad_dim, dtype=torch.float64, device=device))
     optimizer = optimizer_fn([x])
     noise = torch.Generator().manual_seed(seed)
     losses, dampings = [], []
     for _ in range(cfg.quad_steps):
         with torch.no_grad():
             losses.append(0.5 * float((lambdas * x * x).sum()))
-            x.grad = lambdas * x + cfg.quad_noise * torch.randn(cfg.quad_dim, generator=noise, dtype=torch.float64)
+            draw = torch.randn(cfg.quad_dim, generator=noise, dtype=torch.float64).to(device)
+            x.grad = lambdas * x + cfg.quad_noise * draw
         optimizer.step()
         if keep_damping:
             dampings.append(optimizer.last_damping)
@@ -106,14 +109,16 @@ def _quadratic_run(cfg: Config, optimizer_fn, seed: int, keep_damping: bool = Fa
     return {"final_loss": float(np.mean(losses[-cfg.quad_tail:])), "diverged": False, "damping": dampings}
 
 
-def _quadratic(cfg: Config, seed: int) -> dict:
+def _quadratic(cfg: Config, seed: int, device: torch.device = torch.device("cpu")) -> dict:
     sgdm, tam2, tam1 = [], [], []
     damping = []
     for lr in cfg.quad_lrs:
-        sgdm.append(_quadratic_run(cfg, lambda p: torch.optim.SGD(p, lr=lr, momentum=cfg.momentum), seed))
+        sgdm.append(_quadratic_run(cfg, lambda p: torch.optim.SGD(p, lr=lr, momentum=cfg.momentum), seed,
+                                   device=device))
         tam = lambda p, lr_=lr * cfg.lr_factor: TAM(p, lr=lr_, momentum=cfg.momentum, decay=cfg.decay)  # noqa: E731
-        tam2.append(_quadratic_run(cfg, tam, seed, keep_damping=lr == cfg.quad_damping_lr))
-        tam1.append(_quadratic_run(cfg, lambda p: TAM(p, lr=lr, momentum=cfg.momentum, decay=cfg.decay), seed))
+        tam2.append(_quadratic_run(cfg, tam, seed, keep_damping=lr == cfg.quad_damping_lr, device=device))
+        tam1.append(_quadratic_run(cfg, lambda p: TAM(p, lr=lr, momentum=cfg.momentum, decay=cfg.decay), seed,
+                                   device=device))
         if lr == cfg.quad_damping_lr:
             damping = tam2[-1]["damping"]
     return {"sgdm": [r["final_loss"] for r in sgdm], "tam_mapped": [r["final_loss"] for r in tam2],
@@ -154,7 +159,7 @@ def _online(cfg: Config, model: nn.Module, optimizer, stream) -> dict:
     """Train through every task; return per-step online accuracy and damping, windowed."""
     inputs, labels, index = stream
     steps = cfg.tasks * cfg.steps_per_task
-    accuracy = torch.zeros(steps)
+    accuracy = torch.zeros(steps, device=inputs.device)  # read back once, after the last step
     dampings = []
     for task in range(cfg.tasks):
         for step in range(cfg.steps_per_task):
@@ -166,6 +171,7 @@ def _online(cfg: Config, model: nn.Module, optimizer, stream) -> dict:
             nn.functional.cross_entropy(logits, y).backward()
             optimizer.step()
             dampings.append(getattr(optimizer, "last_damping", None))
+    accuracy = accuracy.cpu()
     after_first = accuracy[cfg.steps_per_task:]
     windows = accuracy.reshape(-1, cfg.window).mean(dim=1)  # (steps / window,)
     result = {"online_accuracy": float(after_first.mean()), "curve": windows.tolist(),
@@ -176,13 +182,14 @@ def _online(cfg: Config, model: nn.Module, optimizer, stream) -> dict:
     return result
 
 
-def _shift(cfg: Config, seed: int) -> dict:
-    stream = task_stream(cfg, seed)
+def _shift(cfg: Config, seed: int, device: torch.device = torch.device("cpu")) -> dict:
+    """Every arm on ``device``; the stream and the init are drawn on the CPU (identical on every device)."""
+    stream = tuple(t.to(device) for t in task_stream(cfg, seed))
     init = student(cfg, seed)
     arms = {}
 
     def run(name, make):
-        model = student(cfg, seed)
+        model = student(cfg, seed).to(device)
         model.load_state_dict(init.state_dict())
         arms[name] = _online(cfg, model, make(model.parameters()), stream)
 
@@ -202,7 +209,7 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
         raise ValueError("mapped_sgdm_lr must be one of sgdm_lrs and quad_damping_lr one of quad_lrs")
     if cfg.steps_per_task % cfg.window or cfg.tasks < 2:
         raise ValueError("steps_per_task must be a multiple of window, and tasks >= 2")
-    return {"quadratic": _quadratic(cfg, ctx.seed), "shift": _shift(cfg, ctx.seed)}
+    return {"quadratic": _quadratic(cfg, ctx.seed, ctx.device), "shift": _shift(cfg, ctx.seed, ctx.device)}
 
 
 # ------------------------------------------------------------------ evaluation
@@ -339,4 +346,5 @@ def _plot_damping(cfg: Config, records: dict, out_dir: Path) -> str:
 EXPERIMENT = Experiment(
     name="tam", paper="Torque-Aware Momentum (Malviya et al., arXiv 2412.18790)", presets=PRESETS,
     run_seed=run_seed, evaluate=evaluate, quick_minutes=2.0, claims=CLAIMS,
+    devices=("cpu", "cuda"),
 )
