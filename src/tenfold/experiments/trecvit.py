@@ -171,10 +171,17 @@ def task_kwargs(cfg: Config, task: str) -> dict:
     return {"side": cfg.flash_side} if task == "count" else {}
 
 
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 def evaluate_model(model, task: str, cfg: Config, frames: int) -> dict:
-    """Accuracy on the fixed held-out set, plus the sign accuracy for direction (right sign given the right axis)."""
+    """Accuracy on the fixed held-out set (drawn on the CPU, moved to the model's device), plus the sign
+    accuracy for direction (right sign given the right axis)."""
     video, labels = make_task(task, n=cfg.eval_clips, frames=frames, size=cfg.size, seed=cfg.eval_seed,
                               **task_kwargs(cfg, task))
+    device = _device_of(model)
+    video, labels = video.to(device), labels.to(device)
     model.eval()
     with torch.no_grad():
         preds = torch.cat([model(chunk).argmax(-1) for chunk in video.split(128)])
@@ -188,14 +195,17 @@ def evaluate_model(model, task: str, cfg: Config, frames: int) -> dict:
 
 
 def train(model, task: str, cfg: Config, frames: int, steps: int, seed: int) -> dict:
+    """Train ``model`` on its device; batches are drawn on the CPU from the seed's generator (identical on
+    every device) and moved there."""
     generator = torch.Generator().manual_seed(10_000 * seed + sum(map(ord, task)))
+    device = _device_of(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, round(cfg.warmup_frac * steps))  # then a cosine to 0 one step after the last
 
     def loss_fn(step: int) -> torch.Tensor:
         video, labels = make_task(task, n=cfg.batch, frames=frames, size=cfg.size, generator=generator,
                                   **task_kwargs(cfg, task))
-        return F.cross_entropy(model(video), labels)
+        return F.cross_entropy(model(video.to(device)), labels.to(device))
 
     start = time.process_time()
     losses = fit(model, optimizer, loss_fn, steps, clip=cfg.clip_norm,
@@ -217,7 +227,7 @@ def run_tasks(cfg: Config, ctx: RunContext) -> dict:
             results[f"{task}/{arm}"] = train(model, task, cfg, cfg.frames, steps, ctx.seed)
     if cfg.memory_frames:
         torch.manual_seed(ctx.seed)
-        model = TRecViT(trecvit_config(cfg, "memory", cfg.memory_frames, readout="last"))
+        model = TRecViT(trecvit_config(cfg, "memory", cfg.memory_frames, readout="last")).to(ctx.device)
         results["memory/trecvit"] = train(model, "memory", cfg, cfg.memory_frames, cfg.memory_steps, ctx.seed)
     return results
 
@@ -324,6 +334,8 @@ def stream_profile(model, frames: torch.Tensor, points: int, repeats: int) -> di
 
 
 def run_streaming(cfg: Config, ctx: RunContext) -> dict:
+    """The streaming profile, on the CPU on every device: its latency is CPU time of one thread
+    (see ``stream_profile``), which would not time asynchronous CUDA kernels."""
     torch.manual_seed(ctx.seed)
     trec = TRecViT(trecvit_config(cfg, "direction", cfg.stream_frames)).eval()
     kv = ViViTJoint(width=cfg.width, depth=cfg.depth, mlp_dim=cfg.mlp_dim, num_heads=cfg.num_heads,
@@ -440,4 +452,5 @@ def _figures(cfg: Config, records: dict[int, dict], metrics: dict, out_dir: Path
 EXPERIMENT = Experiment(
     name="trecvit", paper="TRecViT: A Recurrent Video Transformer (arXiv 2412.14294)", presets=PRESETS,
     run_seed=run_seed, evaluate=evaluate, quick_minutes=3.5, claims=CLAIMS,
+    devices=("cpu", "cuda"),
 )
