@@ -2,7 +2,8 @@
 # A GPU check for a machine with CUDA, in at most ten minutes: every experiment that declares cuda
 # (the devices column of `tenfold list`) at --preset smoke on --device cuda, then one full-preset run,
 # with whatever time is left. Results go to $OUT (default runs/gpu-check); the log says PASS/FAIL/TIMEOUT
-# per run. Usage: scripts/gpu-check.sh [FULL_EXPERIMENT]   (default: adaptive-temperature)
+# per run. Usage: scripts/gpu-check.sh [FULL_EXPERIMENT]   (default: adaptive-temperature; its full-preset
+# GPU time is unmeasured, so a TIMEOUT there says it does not fit in the time left, not that it is wrong)
 set -u
 PYTHON=${PYTHON:-python}
 OUT=${OUT:-runs/gpu-check}
