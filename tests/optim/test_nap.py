@@ -327,3 +327,42 @@ def test_projection_follows_a_dtype_change():
     perturb(model)
     proj.project()
     assert proj.norms()["0"] == pytest.approx(proj.targets["0"], rel=1e-9)
+
+
+def scale_registered(proj, factor=1.7):
+    """Scale every registered group by ``factor``: drift that projection should undo."""
+    with torch.no_grad():
+        for name in proj.targets:
+            for t in proj.tensors(name):
+                t.mul_(factor)
+
+
+def test_joint_refuses_a_model_without_affines_as_the_card_says():
+    model = nn.Sequential(nn.Linear(4, 8, bias=False), nn.LayerNorm(8, elementwise_affine=False), nn.ReLU(),
+                          nn.Linear(8, 2))
+    with pytest.raises(ValueError, match="affine='joint'.*no normalization"):
+        NaP(model, affine="joint")
+    gelu = nn.Sequential(nn.Linear(4, 8, bias=False), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match="affine='joint'"):
+        NaP(gelu, affine="joint")
+    assert set(NaP(model).kinds.values()) == {"weight"}  # the default ("auto") projects what there is
+    assert set(NaP(mlp(), affine="joint").kinds.values()) == {"weight", "affine"}
+
+
+def test_joint_projection_of_the_last_norm_changes_the_output_and_inner_does_not():
+    x = torch.randn(32, 12, dtype=torch.float64)
+    for affine, unchanged in (("inner", True), ("joint", False)):
+        model = mlp()
+        proj = NaP(model, affine=affine)
+        scale_registered(proj)
+        before = model(x)
+        proj.project()
+        assert torch.allclose(model(x), before, atol=1e-6) is unchanged, affine
+
+
+def test_inner_projects_every_norm_but_the_last():
+    model = mlp()  # Linear, LN, ReLU, Linear, LN, ReLU, Linear (head)
+    assert NaP(model, affine="joint").kinds == {"0": "weight", "3": "weight", "1": "affine", "4": "affine"}
+    assert NaP(model, affine="inner").kinds == {"0": "weight", "3": "weight", "1": "affine"}
+    with pytest.raises(ValueError, match="affine must be one of"):
+        NaP(model, affine="outer")

@@ -13,8 +13,12 @@ undoes the growth after every optimizer step:
     W_l ← ρ_l · W_l / ‖W_l‖_F,        ρ_l = ‖W_l^{(0)}‖_F          (per layer, Frobenius)
     (γ, β) ← ρ_γβ · (γ, β) / ‖(γ, β)‖,  ρ_γβ = ‖(γ^{(0)}, β^{(0)})‖ = √d   (each norm layer, jointly)
 
-which changes nothing the network computes (it is a re-parameterization) but holds the ELR at
-η_t/ρ_l² (SGD) or ≈ η_t/ρ_l (Adam). Output heads are not scale-invariant and stay free by default.
+The weight projection changes nothing the network computes (a re-parameterization) but holds the
+ELR at η_t/ρ_l² (SGD) or ≈ η_t/ρ_l (Adam). The joint (γ, β) projection is a re-parameterization
+only for a norm whose next linear layer is itself followed by a norm (an *inner* norm): the scale is
+then absorbed. For the last norm, which feeds the head, it changes the output: there it acts as a
+constraint on the output scale, not as a re-parameterization (``affine="inner"`` leaves it free).
+Output heads are not scale-invariant and stay free by default.
 
 Usage::
 
@@ -35,11 +39,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from tenfold.nn.normalized import NaPGroups, find_nap_groups, follows_norm, homogeneous_after
+from tenfold.nn.normalized import (LINEAR_TYPES, NaPGroups, _leaves, find_nap_groups, follows_norm,
+                                   homogeneous_after)
 
 __all__ = ["NaP", "NaPGroups", "joint_norm", "project_to_norm"]
 
-AFFINE_MODES = ("joint", "none")
+AFFINE_MODES = ("auto", "joint", "inner", "none")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -105,6 +110,10 @@ class NaP:
     jointly to its initial norm (√d at γ = 1, β = 0). Targets are recorded once, at construction,
     and live in this object's ``state_dict``: loading a checkpoint never recomputes them.
 
+    The weight projection leaves the network's function unchanged. The (γ, β) projection does so
+    only for inner norms (whose next linear layer is followed by a norm); for the last norm before
+    the head it constrains the output scale and so changes the output (``affine="inner"`` avoids it).
+
     Args:
         model: the network (a ``DistributedDataParallel`` wrapper is unwrapped). It must already
             have a normalization after each layer to project (``tenfold.nn.normalized``).
@@ -113,8 +122,12 @@ class NaP:
             ``nn.Sequential`` structure. Never chosen by parameter name.
         project_head: also project the head weights to their initial norm (not an invariance; off
             by default, as in the paper's description of NaP).
-        affine: ``"joint"`` projects each registered norm layer's (γ, β) jointly; ``"none"`` leaves
-            them free (use with non-homogeneous activations such as GELU).
+        affine: which norm layers' (γ, β) are projected jointly. ``"auto"`` (default): the registered
+            ones (``groups.affines``; none if there are none). ``"joint"``: the same, but refuses
+            (ValueError) a model where no affine can be projected (norms without affines, or only
+            non-homogeneous paths such as GELU). ``"inner"``: only the registered norms whose next
+            linear layer is followed by a norm, where the projection is a re-parameterization (the
+            last norm before the head stays free). ``"none"``: all stay free (use with GELU, tanh).
         target: ``"init"`` (each layer's initial norm) or a positive float used for every hidden
             weight (affines and head keep their initial norms).
         every: project on every ``every``-th call of :meth:`project` (1: after every step, the
@@ -126,7 +139,7 @@ class NaP:
     """
 
     def __init__(self, model: nn.Module, *, groups: NaPGroups | None = None, project_head: bool = False,
-                 affine: str = "joint", target: str | float = "init", every: int = 1,
+                 affine: str = "auto", target: str | float = "init", every: int = 1,
                  example_input: Tensor | None = None, check_structure: bool = True,
                  invariance_tol: float = 1e-3):
         if affine not in AFFINE_MODES:
@@ -155,8 +168,14 @@ class NaP:
         names = _qualified_names(model)
         entries: list[_Entry] = []
         kinds = [("weight", groups.weights)]
-        if self.affine == "joint":
+        if self.affine == "joint" and not groups.affines:
+            raise ValueError(f"affine='joint' but {type(model).__name__} has no normalization (scale, offset) to "
+                             "project jointly (its norms have no affine, or only a non-homogeneous path such as "
+                             "GELU follows them); use affine='none' (or 'auto', which projects the ones there are)")
+        if self.affine in ("auto", "joint"):
             kinds.append(("affine", groups.affines))
+        elif self.affine == "inner":
+            kinds.append(("affine", [a for a in groups.affines if _feeds_normalized_layer(model, a)]))
         if self.project_head:
             kinds.append(("head", groups.head))
         for kind, items in kinds:
@@ -302,6 +321,22 @@ def _default_groups(model: nn.Module) -> NaPGroups:
     if isinstance(model, nn.Sequential):
         return find_nap_groups(model)
     raise ValueError(f"{type(model).__name__} has no nap_groups() and is not an nn.Sequential: pass groups=NaPGroups(...)")
+
+
+def _feeds_normalized_layer(model: nn.Module, norm: nn.Module) -> bool:
+    """Whether the next linear/conv layer after ``norm`` in ``model``'s Sequential structure is
+    itself followed by a normalization (so a joint scaling of ``norm``'s affine is absorbed there);
+    False when the structure does not show it."""
+    for container in [model, *model.modules()]:
+        if not isinstance(container, nn.Sequential):
+            continue
+        leaves = _leaves(container)
+        if not any(leaf is norm for leaf in leaves):
+            continue
+        after = leaves[[id(leaf) for leaf in leaves].index(id(norm)) + 1:]
+        following = next((leaf for leaf in after if isinstance(leaf, LINEAR_TYPES)), None)
+        return following is not None and follows_norm(model, following) is True
+    return False
 
 
 def _qualified_names(model: nn.Module) -> dict[int, str]:
