@@ -2,6 +2,7 @@
 package ``__init__`` lists its public names once and importing one method never imports the others."""
 
 import importlib
+import sys
 
 
 def lazy_exports(package: str, exports: dict[str, str]):
@@ -13,3 +14,13 @@ def lazy_exports(package: str, exports: dict[str, str]):
         return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
 
     return __getattr__
+
+
+def lazy_dir(package: str, exports: dict[str, str]):
+    """Return a module ``__dir__`` listing the lazy exports beside what is already loaded, so
+    ``dir(package)`` and tab completion show the public names before they are first used."""
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(exports))
+
+    return __dir__

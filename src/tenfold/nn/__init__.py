@@ -1,6 +1,6 @@
 """Layers: attention with softmax choices, rotary embeddings, structured linears, RG-LRU, xLSTM."""
 
-from tenfold._lazy import lazy_exports
+from tenfold._lazy import lazy_dir, lazy_exports
 
 _EXPORTS = {
     "Attention": "attention", "KVCache": "attention",
@@ -14,3 +14,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(__name__, _EXPORTS)
