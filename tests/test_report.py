@@ -55,3 +55,40 @@ def test_report_can_be_written_elsewhere(tmp_path):
     path = write_report(tmp_path / "runs", tmp_path / "docs")
     assert path == tmp_path / "docs" / "REPORT.md"
     assert (tmp_path / "docs" / "figures" / "alpha" / "curve.png").exists()
+
+
+def test_multi_panel_figures_get_the_full_width(tmp_path):
+    _fixture_result(tmp_path / "alpha", "alpha", True, 0.7)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    fig.savefig(tmp_path / "alpha" / "panels.png")
+    plt.close(fig)
+    result = json.loads((tmp_path / "alpha" / "result.json").read_text())
+    result["figures"] = ["curve.png", "panels.png"]
+    (tmp_path / "alpha" / "result.json").write_text(json.dumps(result))
+    write_report(tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert "<img class='wide' src='figures/alpha/panels.png'" in html
+    assert "<img src='figures/alpha/curve.png'" in html  # a single panel keeps half the width
+
+
+def test_an_undecided_claim_shows_its_note_in_its_row(tmp_path):
+    _fixture_result(tmp_path / "alpha", "alpha", False, float("nan"))
+    result = json.loads((tmp_path / "alpha" / "result.json").read_text())
+    result["claims"][0]["note"] = "measured value is not finite"
+    (tmp_path / "alpha" / "result.json").write_text(json.dumps(result))
+    text = write_report(tmp_path).read_text()
+    assert "| nan (measured value is not finite) | >= 0.5 | **FAIL** |" in text
+
+
+def test_smoke_results_are_marked_and_left_out_of_the_count(tmp_path):
+    _fixture_result(tmp_path / "alpha", "alpha", True, 0.7)
+    _fixture_result(tmp_path / "beta", "beta", False, 0.2)
+    smoke = json.loads((tmp_path / "beta" / "result.json").read_text())
+    smoke["preset"] = "smoke"  # an older result without the "evidence" field: read from the preset
+    (tmp_path / "beta" / "result.json").write_text(json.dumps(smoke))
+    text = write_report(tmp_path).read_text()
+    assert "**1 of 1 claims passed** across 1 experiments" in text
+    assert "**Not evidence:** Results at --preset smoke (beta)" in text
+    assert "| beta | `beta.claim` |" in text and "**FAIL** (smoke) |" in text
+    html = (tmp_path / "report.html").read_text()
+    assert "class='caveat'" in html and '<span class="smoke">(smoke)</span>' in html

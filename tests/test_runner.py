@@ -1,12 +1,14 @@
 import dataclasses
 import json
+import re
 
 import pytest
 
 from tenfold import registry
 from tenfold.runner import RunError, output_dir, run_experiment
 
-RESULT_KEYS = {"experiment", "paper", "preset", "seeds", "config", "claims", "metrics", "figures", "wall_s", "env"}
+RESULT_KEYS = {"experiment", "paper", "preset", "evidence", "seeds", "config", "claims", "metrics", "figures", "wall_s",
+               "env"}  # and "evidence_note" where "evidence" is false
 CLAIM_KEYS = {"id", "statement", "paper", "measured", "threshold", "passed", "note"}  # optional: "requires"
 
 
@@ -19,7 +21,8 @@ def run_toy(tmp_path, seeds=(0, 1, 2), resume=False, workers=1, **overrides):
 def test_result_json_has_the_design_schema(tmp_path):
     result = run_toy(tmp_path)
     saved = json.loads((tmp_path / "toy" / "result.json").read_text())
-    assert set(saved) == RESULT_KEYS
+    assert set(saved) == RESULT_KEYS | {"evidence_note"}
+    assert saved["evidence"] is False and "not evidence" in saved["evidence_note"]  # a smoke run
     assert saved["experiment"] == "toy" and saved["preset"] == "smoke" and saved["seeds"] == [0, 1, 2]
     for claim in saved["claims"]:
         assert set(claim) - {"requires"} == CLAIM_KEYS
@@ -114,3 +117,62 @@ def test_evaluation_must_return_the_declared_claims(tmp_path, monkeypatch):
     monkeypatch.setattr(exp, "claims", table)
     with pytest.raises(RunError, match=r"missing \['toy.something-else'\], undeclared \['toy.paired'\]"):
         run_toy(tmp_path)
+
+
+def test_progress_without_a_terminal_has_start_and_status_lines(tmp_path):
+    exp = registry.get("toy")
+    cfg = exp.config("smoke", {"steps": "4000"}, (0,))
+    lines = []
+    run_experiment(exp, cfg, "smoke", tmp_path, workers=1, log=lines.append, progress_every=0.2)
+    assert lines[0] == "[toy] seed 0 started"
+    status = [line for line in lines if line.startswith("[toy] seed 0: ")]
+    assert status, lines
+    time_ = r"(\d+s|\d+m\d\ds)"
+    pattern = (rf"\[toy\] seed 0: ((slow|fast) \d+/4000, ETA (unknown|{time_})|(slow|fast) 4000/4000 done); "
+               rf"{time_} elapsed, 0/1 seeds done")
+    assert all(re.fullmatch(pattern, line) for line in status), status
+    assert any("ETA unknown" not in line for line in status), status  # the tracker reports once a second
+    assert lines[-1].startswith("[toy] seed 0 done (1/1")
+
+
+def test_tracker_nests_loops_and_estimates_the_time_left():
+    from tenfold.progress import SeedTracker
+
+    sent = []
+    tracker = SeedTracker(3, sent.append, send_every=0.0)
+    for _ in tracker.wrap(range(4), desc="arms"):
+        for step in tracker.wrap(range(10), desc="train"):
+            if step == 5:
+                assert tracker.status().startswith("arms 0/4 > train 5/10, ETA ")  # 5 % of the run done
+                assert tracker._fraction() == pytest.approx(0.125)
+        break
+    assert tracker.status() == "arms 0/4 done" and sent[-1] == ("status", 3, "arms 0/4 done")
+    assert [text for *_, text in sent[:2]] == ["arms 0/4, ETA unknown", "arms 0/4 > train 0/10, ETA unknown"]
+
+
+def test_a_claim_measured_as_nan_gets_a_note(tmp_path, monkeypatch):
+    import math
+
+    from tenfold.experiment import Evaluation, check
+
+    exp = registry.get("toy")
+    evaluate = exp.evaluate
+
+    def nan_evaluate(cfg, records, out_dir):
+        evaluation = evaluate(cfg, records, out_dir)
+        first = evaluation.claims[0]
+        evaluation.claims[0] = check(first.id, first.statement, first.paper, math.nan, first.threshold)
+        return Evaluation(metrics=evaluation.metrics, figures=evaluation.figures, claims=evaluation.claims)
+
+    monkeypatch.setattr(exp, "evaluate", nan_evaluate)
+    result = run_toy(tmp_path, seeds=(0,))
+    assert result["claims"][0]["passed"] is False and result["claims"][0]["note"] == "measured value is not finite"
+    assert result["claims"][1]["note"] == ""
+
+
+def test_nothing_is_created_before_the_arguments_are_checked(tmp_path):
+    with pytest.raises(RunError, match="--workers"):
+        run_toy(tmp_path / "out", workers=0)
+    with pytest.raises(RunError, match="seeds"):
+        run_toy(tmp_path / "out", seeds=(1, 1))
+    assert not (tmp_path / "out").exists()

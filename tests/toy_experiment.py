@@ -36,13 +36,13 @@ CLAIMS = (
 )
 
 
-def _train(cfg: Config, lr: float, generator: torch.Generator, device: torch.device) -> list[float]:
+def _train(cfg: Config, lr: float, generator: torch.Generator, ctx: RunContext, arm: str) -> list[float]:
     x = torch.randn(64, cfg.dim, generator=generator)
     y = x @ torch.randn(cfg.dim, 1, generator=generator) + 0.1 * torch.randn(64, 1, generator=generator)
-    x, y = x.to(device), y.to(device)
-    w = torch.zeros(cfg.dim, 1, device=device, requires_grad=True)
+    x, y = x.to(ctx.device), y.to(ctx.device)
+    w = torch.zeros(cfg.dim, 1, device=ctx.device, requires_grad=True)
     losses = []
-    for _ in range(cfg.steps):
+    for _ in ctx.progress(range(cfg.steps), desc=arm):
         loss = ((x @ w - y) ** 2).mean()
         (grad,) = torch.autograd.grad(loss, w)
         with torch.no_grad():
@@ -52,7 +52,7 @@ def _train(cfg: Config, lr: float, generator: torch.Generator, device: torch.dev
 
 
 def run_seed(cfg: Config, ctx: RunContext) -> dict:
-    return {arm: _train(cfg, lr, torch.Generator().manual_seed(ctx.seed), ctx.device)
+    return {arm: _train(cfg, lr, torch.Generator().manual_seed(ctx.seed), ctx, arm)
             for arm, lr in (("slow", cfg.slow_lr), ("fast", cfg.fast_lr))}
 
 

@@ -1,6 +1,8 @@
-"""The ``tenfold`` command line: list, run, reproduce, report, bench (see DESIGN.md).
+"""The ``tenfold`` command line: list, run, reproduce, report, bench.
 
-Exit codes: 0 done; 1 done but a claim failed (only with ``--strict``); 2 bad usage.
+Exit codes: 0 done; 1 done but a claim failed (only with ``--strict``); 2 bad usage (one line naming
+the argument; every argument is checked before anything is written); 130 interrupted (finished seeds
+are kept: continue with ``--resume``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from tenfold import registry
 from tenfold.config import ConfigError
 from tenfold.experiment import PRESET_NAMES
+from tenfold.results import SMOKE_NOTE, is_evidence
 
 EXIT_OK, EXIT_CLAIM_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -26,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (UsageError, ConfigError) as exc:
+        print(f"tenfold: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a folder or file that cannot be written or read
         print(f"tenfold: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -72,7 +78,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs"))
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda or auto (cuda where the experiment supports it: see `tenfold list`)")
-    p.add_argument("--workers", type=int, default=None, help="parallel seed processes (default: cores)")
+    p.add_argument("--workers", type=int, default=None, help="parallel seed processes, >= 1 (default: cores)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a claim fails")
 
 
@@ -119,6 +125,30 @@ def _parse_seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
+def _check_out(out: Path, option: str = "--out") -> None:
+    """Refuse an output folder that is a file (anything else is found out when it is created)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{option} {out} is a file, not a folder")
+
+
+def _make_out(out: Path, option: str = "--out") -> None:
+    """Create the output folder, once every argument has been checked."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {option} {out}: {exc.strerror or exc}") from None
+
+
+def _check_run(exp, cfg, args) -> None:
+    """Every check of one run's arguments, before anything is created."""
+    from tenfold.runner import RunError, check_run
+
+    try:
+        check_run(exp, cfg, args.device, args.workers)
+    except RunError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _run(exp, cfg, args, resume: bool) -> dict:
     from tenfold.runner import RunError, run_experiment
 
@@ -133,9 +163,13 @@ def cmd_run(args) -> int:
     exp = _experiment(args.name)
     _check_preset(args.preset)
     cfg = exp.config(args.preset, _parse_sets(args.set), _parse_seeds(args.seeds))
+    _check_out(args.out)
+    _check_run(exp, cfg, args)
+    _make_out(args.out)
     result = _run(exp, cfg, args, args.resume)
     print(claim_table(result))
-    print(f"\nresult: {Path(result['_dir']) / 'result.json'}  ({result['wall_s']:.1f}s)")
+    caveat = "" if is_evidence(result) else f"; {SMOKE_NOTE}"
+    print(f"\nresult: {Path(result['_dir']) / 'result.json'}  ({result['wall_s']:.1f}s){caveat}")
     return _exit_for([result], args.strict)
 
 
@@ -149,6 +183,10 @@ def cmd_reproduce(args) -> int:
     if cpu_only:
         raise UsageError(f"--device cuda: not supported by {', '.join(cpu_only)}; use --device auto "
                          "(cuda where an experiment supports it, else cpu) or --only")
+    _check_out(args.out)
+    for exp in experiments:
+        _check_run(exp, exp.config(args.preset), args)
+    _make_out(args.out)
     results, start = [], time.perf_counter()
     for i, exp in enumerate(experiments, 1):
         print(f"\n== [{i}/{len(experiments)}] {exp.name}: {exp.paper} (about {exp.quick_minutes:.0f} min at quick)",
@@ -159,7 +197,8 @@ def cmd_reproduce(args) -> int:
     report = write_report(args.out)
     passed = sum(c["passed"] is True for r in results for c in r["claims"])
     total = sum(c["passed"] is not None for r in results for c in r["claims"])
-    print(f"\n{passed}/{total} claims passed in {time.perf_counter() - start:.0f}s")
+    caveat = "" if all(is_evidence(r) for r in results) else f" ({SMOKE_NOTE})"
+    print(f"\n{passed}/{total} claims passed in {time.perf_counter() - start:.0f}s{caveat}")
     print(f"report: {report} and {report.with_name('report.html')}")
     return _exit_for(results, args.strict)
 
@@ -169,6 +208,8 @@ def cmd_report(args) -> int:
 
     if not args.dir.is_dir():
         raise UsageError(f"no such results folder: {args.dir}")
+    if args.out is not None:
+        _check_out(args.out)
     try:
         path = write_report(args.dir, args.out)
     except FileNotFoundError as exc:
@@ -198,7 +239,8 @@ def cmd_bench(args) -> int:
 
 
 def claim_table(result: dict) -> str:
-    lines = [f"\n{result['experiment']} ({result['preset']}, seeds {result['seeds']})",
+    caveat = "" if is_evidence(result) else f"; {SMOKE_NOTE}"
+    lines = [f"\n{result['experiment']} ({result['preset']}, seeds {result['seeds']}{caveat})",
              f"  {'claim':<34}{'measured':>12}  {'threshold':<12}result"]
     for claim in result["claims"]:
         verdict = "n/a" if claim["passed"] is None else ("PASS" if claim["passed"] else "FAIL")

@@ -191,14 +191,23 @@ class RunContext:
     device: torch.device
     workdir: Path  # a per-seed scratch folder for checkpoints (for resuming inside a seed)
     show_progress: bool = False
+    tracker: Any = None  # the runner's step counter (tenfold.progress.SeedTracker), for progress lines
 
     def progress(self, iterable, **kwargs):
-        """Wrap ``iterable`` in tqdm when progress is shown, else return it unchanged."""
+        """Wrap ``iterable`` in tqdm when progress is shown (a terminal), and count its steps for the
+        runner's progress lines; ``kwargs`` are tqdm's (``desc``, ``total``)."""
+        kwargs.setdefault("total", _length(iterable))
+        if self.tracker is not None:
+            iterable = self.tracker.wrap(iterable, total=kwargs["total"], desc=kwargs.get("desc"))
         if not self.show_progress:
             return iterable
         from tqdm.auto import tqdm
 
         return tqdm(iterable, leave=False, **kwargs)
+
+
+def _length(iterable) -> int | None:
+    return len(iterable) if hasattr(iterable, "__len__") else None
 
 
 @dataclass
@@ -215,6 +224,7 @@ class Experiment:
     bench: Callable[[bool], list] | None = None
     hidden: bool = False  # hidden experiments (test fixtures) are left out of list and reproduce
     devices: tuple[str, ...] = ("cpu",)  # devices run_seed honours through ctx.device; others are refused
+    needs: Callable[[Any], dict[str, str]] | None = None  # cfg -> {optional module it imports: the pip extra}
 
     def __post_init__(self) -> None:
         if self.claims:

@@ -1,9 +1,11 @@
 """The reproduction report: ``REPORT.md`` and a self-contained ``report.html`` (inline styles, no
 scripts, PNG figures beside it) built from the ``result.json`` files of a results folder.
 
-Per experiment the newest result is used. The report opens with one table of every claim (our
+Per experiment the newest result is used; a result.json that cannot be read (truncated, missing
+keys) is named in a warning and left out. The report opens with one table of every claim (our
 statement, the paper's, the measured value, the threshold, PASS/FAIL), then gives each experiment's
-figures, config and environment.
+figures (multi-panel figures at full width), config and environment. Results of ``--preset smoke``
+are marked as not evidence, in the header and in each of their rows.
 """
 
 from __future__ import annotations
@@ -12,20 +14,33 @@ import datetime as dt
 import html
 import json
 import shutil
+import struct
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from tenfold.runner import RESULT_FILE
+from tenfold.results import RESULT_FILE, SMOKE_NOTE, ResultError, is_evidence, read_result
 from tenfold.utils.checkpoint import atomic_write_text
 
 REPORT_MD, REPORT_HTML = "REPORT.md", "report.html"
+WIDE_FIGURE = 1.6  # width / height above which a figure (several panels side by side) gets the full width
 
 
-def load_results(results_dir: Path) -> list[dict]:
-    """The newest result.json of each experiment under ``results_dir`` (searched two levels deep)."""
+def load_results(results_dir: Path, warn: Callable[[str], None] | None = None) -> list[dict]:
+    """The newest result.json of each experiment under ``results_dir`` (searched two levels deep).
+
+    A file that cannot be read or lacks keys is skipped, with ``warn`` called on a line naming it and
+    what is wrong (``ResultError`` is raised instead when ``warn`` is None)."""
     results_dir = Path(results_dir)
     newest: dict[str, tuple[float, dict]] = {}
-    for path in [*results_dir.glob(f"*/{RESULT_FILE}"), *results_dir.glob(RESULT_FILE)]:
-        result = json.loads(path.read_text())
+    for path in sorted([*results_dir.glob(f"*/{RESULT_FILE}"), *results_dir.glob(RESULT_FILE)]):
+        try:
+            result = read_result(path)
+        except ResultError as error:
+            if warn is None:
+                raise ResultError(f"{path}: {error}") from None
+            warn(f"skipping {path}: {error}")
+            continue
         result["_dir"] = str(path.parent)
         mtime = path.stat().st_mtime
         name = result["experiment"]
@@ -34,17 +49,32 @@ def load_results(results_dir: Path) -> list[dict]:
     return [newest[name][1] for name in sorted(newest)]
 
 
-def write_report(results_dir: Path, out_dir: Path | None = None) -> Path:
-    """Write REPORT.md and report.html for the results in ``results_dir``; return REPORT.md's path."""
+def warn_on_stderr(message: str) -> None:
+    print(f"tenfold: warning: {message}", file=sys.stderr, flush=True)
+
+
+def write_report(results_dir: Path, out_dir: Path | None = None,
+                 warn: Callable[[str], None] | None = warn_on_stderr) -> Path:
+    """Write REPORT.md and report.html for the results in ``results_dir``; return REPORT.md's path.
+
+    Unreadable result files are skipped with a ``warn`` line; FileNotFoundError when none is left."""
     out_dir = Path(out_dir or results_dir)
-    results = load_results(results_dir)
+    skipped: list[str] = []
+
+    def note(message: str) -> None:
+        skipped.append(message)
+        if warn is not None:
+            warn(message)
+
+    results = load_results(results_dir, warn=note)
     if not results:
-        raise FileNotFoundError(f"no {RESULT_FILE} found under {results_dir}")
+        left_out = f" ({len(skipped)} skipped: unreadable)" if skipped else ""
+        raise FileNotFoundError(f"no valid {RESULT_FILE} found under {results_dir}{left_out}")
     for result in results:
         result["_figures"] = _copy_figures(result, out_dir)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     atomic_write_text(out_dir / REPORT_MD, render_markdown(results, stamp))
-    atomic_write_text(out_dir / REPORT_HTML, render_html(results, stamp))
+    atomic_write_text(out_dir / REPORT_HTML, render_html(results, stamp, out_dir))
     return out_dir / REPORT_MD
 
 
@@ -62,6 +92,26 @@ def _copy_figures(result: dict, out_dir: Path) -> list[str]:
     return copied
 
 
+def _header(results: list[dict], counts: str) -> tuple[str, str]:
+    """The header's count sentence (over the evidence results) and its smoke caveat, if any."""
+    evidence = [r for r in results if is_evidence(r)]
+    smoke = [r for r in results if not is_evidence(r)]
+    if not smoke:
+        return counts.format(*_counts(evidence), undecided=_undecided_text(evidence), n=len(evidence)), ""
+    names = ", ".join(r["experiment"] for r in smoke)
+    caveat = (f"Results at --preset smoke ({names}) are {SMOKE_NOTE.split(': ', 1)[1]}; "
+              "their claims are marked (smoke) and left out of the count.")
+    if not evidence:
+        passed, total = _counts(smoke)
+        return f"No evidence: every result is from --preset smoke ({passed} of {total} smoke claims passed)", caveat
+    return counts.format(*_counts(evidence), undecided=_undecided_text(evidence), n=len(evidence)), caveat
+
+
+def _undecided_text(results: list[dict]) -> str:
+    count = _undecided(results)
+    return f" ({count} more n/a: premise absent)" if count else ""
+
+
 def _counts(results: list[dict]) -> tuple[int, int]:
     """(passed, decided) claims; a claim whose premise was absent (``passed`` null) is neither."""
     claims = [c for r in results for c in r["claims"]]
@@ -74,6 +124,10 @@ def _undecided(results: list[dict]) -> int:
 
 def _verdict(claim: dict) -> str:
     return "n/a" if claim["passed"] is None else ("PASS" if claim["passed"] else "FAIL")
+
+
+def _smoke_mark(result: dict) -> str:
+    return "" if is_evidence(result) else " (smoke)"
 
 
 def _measured_text(claim: dict) -> str:
@@ -90,13 +144,13 @@ def _md_cell(text: str) -> str:
 
 
 def render_markdown(results: list[dict], stamp: str) -> str:
-    passed, total = _counts(results)
-    undecided = f" ({_undecided(results)} more n/a: premise absent)" if _undecided(results) else ""
+    counts, caveat = _header(results, "**{0} of {1} claims passed**{undecided} across {n} experiments")
     lines = [
         "# tenfold reproduction report", "",
-        f"Generated {stamp}. **{passed} of {total} claims passed**{undecided} across {len(results)} experiments. "
+        f"Generated {stamp}. {counts}. "
         "Each claim is a predicate on seed means (or paired seed wins) with its threshold fixed in code "
         "before the run; a failed claim is reported as failed.", "",
+        *([f"**Not evidence:** {caveat}", ""] if caveat else []),
         "## Every claim", "",
         "| experiment | claim | ours | the paper | measured | threshold | result |",
         "|---|---|---|---|---:|---|---|",
@@ -105,11 +159,13 @@ def render_markdown(results: list[dict], stamp: str) -> str:
         for c in r["claims"]:
             lines.append(f"| {r['experiment']} | `{c['id']}` | {_md_cell(c['statement'])} | {_md_cell(c['paper'])} "
                          f"| {_md_cell(_measured_text(c))} | {_md_cell(c['threshold'])} "
-                         f"| {'**FAIL**' if _verdict(c) == 'FAIL' else _verdict(c)} |")
+                         f"| {'**FAIL**' if _verdict(c) == 'FAIL' else _verdict(c)}{_smoke_mark(r)} |")
     for r in results:
         p, t = _counts([r])
+        smoke = "" if is_evidence(r) else f" ({SMOKE_NOTE})"
         lines += ["", f"## {r['experiment']}", "",
-                  f"{r['paper']}. Preset `{r['preset']}`, seeds {r['seeds']}, {r['wall_s']:.0f} s; {p}/{t} claims passed.", ""]
+                  f"{r['paper']}. Preset `{r['preset']}`{smoke}, seeds {r['seeds']}, {r['wall_s']:.0f} s; "
+                  f"{p}/{t} claims passed.", ""]
         lines += [f"![{Path(f).stem}]({f})" for f in r["_figures"]]
         lines += ["", "<details><summary>config and environment</summary>", "", "```json",
                   json.dumps({"config": r["config"], "env": r["env"]}, indent=2), "```", "", "</details>"]
@@ -123,36 +179,62 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-ali
 th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .pass { color: #0a6b0a; font-weight: bold; } .fail { color: #b00020; font-weight: bold; } .na { color: #666; font-style: italic; }
 img { max-width: 100%; margin: 0.5em 0; border: 1px solid #eee; } .figs { display: flex; flex-wrap: wrap; gap: 1em; }
-.figs img { max-width: 48%; } pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+.figs img { max-width: calc(50% - 0.5em); height: auto; } .figs img.wide { max-width: 100%; width: 100%; }
+.smoke { color: #8a5a00; font-style: italic; } .caveat { background: #fff6e0; border-left: 4px solid #e0a800; padding: 0.5em 1em; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 code { background: #f3f3f3; padding: 0 3px; }
 """
 
 
-def render_html(results: list[dict], stamp: str) -> str:
+def _png_aspect(path: Path) -> float | None:
+    """Width / height of a PNG, read from its header (None if it is not a readable PNG)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return width / height if height else None
+
+
+def _figure_html(out_dir: Path, figure: str) -> str:
+    aspect = _png_aspect(out_dir / figure)
+    wide = " class='wide'" if aspect is not None and aspect > WIDE_FIGURE else ""
+    return f"<img{wide} src='{html.escape(figure)}' alt='{html.escape(Path(figure).stem)}'>"
+
+
+def render_html(results: list[dict], stamp: str, out_dir: Path | None = None) -> str:
     esc = html.escape
-    passed, total = _counts(results)
+    out_dir = Path(out_dir or ".")
+    counts, caveat = _header(results, "<b>{0} of {1} claims passed</b>{undecided} across {n} experiments")
     rows = []
     for r in results:
         for c in r["claims"]:
             verdict = _verdict(c)
             status = f'<span class="{"na" if verdict == "n/a" else verdict.lower()}">{verdict}</span>'
+            if not is_evidence(r):
+                status += ' <span class="smoke">(smoke)</span>'
             rows.append(f"<tr><td><a href='#{esc(r['experiment'])}'>{esc(r['experiment'])}</a></td>"
                         f"<td><code>{esc(c['id'])}</code></td><td>{esc(c['statement'])}</td><td>{esc(c['paper'])}</td>"
                         f"<td class='num'>{esc(_measured_text(c))}</td><td>{esc(c['threshold'])}</td><td>{status}</td></tr>")
     sections = []
     for r in results:
         p, t = _counts([r])
-        figures = "".join(f"<img src='{esc(f)}' alt='{esc(Path(f).stem)}'>" for f in r["_figures"])
+        figures = "".join(_figure_html(out_dir, f) for f in r["_figures"])
         details = esc(json.dumps({"config": r["config"], "env": r["env"]}, indent=2))
+        smoke = "" if is_evidence(r) else f" <span class='smoke'>({esc(SMOKE_NOTE)})</span>"
         sections.append(
             f"<h2 id='{esc(r['experiment'])}'>{esc(r['experiment'])}</h2>"
-            f"<p>{esc(r['paper'])}. Preset <code>{esc(r['preset'])}</code>, seeds {esc(str(r['seeds']))}, "
+            f"<p>{esc(r['paper'])}. Preset <code>{esc(r['preset'])}</code>{smoke}, seeds {esc(str(r['seeds']))}, "
             f"{r['wall_s']:.0f} s; {p}/{t} claims passed.</p><div class='figs'>{figures}</div>"
             f"<details><summary>config and environment</summary><pre>{details}</pre></details>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>tenfold reproduction report</title>"
             f"<style>{_CSS}</style></head><body><h1>tenfold reproduction report</h1>"
-            f"<p>Generated {esc(stamp)}. <b>{passed} of {total} claims passed</b> across {len(results)} experiments. "
+            f"<p>Generated {esc(stamp)}. {counts}. "
             "Each claim is a predicate on seed means (or paired seed wins) with its threshold fixed in code before "
             "the run; a failed claim is reported as failed.</p>"
+            + (f"<p class='caveat'><b>Not evidence:</b> {esc(caveat)}</p>" if caveat else "") +
             "<table><tr><th>experiment</th><th>claim</th><th>ours</th><th>the paper</th><th>measured</th>"
             f"<th>threshold</th><th>result</th></tr>{''.join(rows)}</table>{''.join(sections)}</body></html>\n")

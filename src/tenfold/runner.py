@@ -1,16 +1,24 @@
 """Runs an experiment: seeds in parallel worker processes at one torch thread each, each seed's
 record saved atomically as soon as it finishes, ``--resume`` skipping finished seeds, and a
-``result.json`` in the schema of DESIGN.md at the end."""
+``result.json`` (:mod:`tenfold.results`) at the end.
+
+Every argument is checked before anything is written. Without a terminal, each seed prints a start
+line and a status line (step, ETA) at least every 20 s (:mod:`tenfold.progress`); on a terminal,
+tqdm bars. On Ctrl-C the workers are stopped quietly and the finished seeds stay on disk."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import importlib.util
 import json
 import multiprocessing
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -23,11 +31,13 @@ from tqdm.auto import tqdm
 import tenfold
 from tenfold import registry
 from tenfold.experiment import Evaluation, Experiment, RunContext, fill_claims
+from tenfold.progress import SEND_EVERY_S, ProgressBoard, SeedTracker
+from tenfold.results import RESULT_FILE, default_note, evidence_fields
 from tenfold.utils.checkpoint import atomic_write_json
 from tenfold.utils.seeding import seed_everything
 from tenfold.utils.threads import single_thread
 
-RESULT_FILE = "result.json"
+PROGRESS_EVERY_S = 20.0
 
 
 class RunError(RuntimeError):
@@ -50,11 +60,41 @@ def resolve_device(device: str, supported: tuple[str, ...] = ("cpu", "cuda"), na
     return torch.device(device)
 
 
+def check_run(experiment: Experiment, cfg: Any, device: str = "cpu", workers: int | None = None) -> torch.device:
+    """Every check a run makes before it writes anything (device, seeds, workers, optional packages);
+    raise :class:`RunError` naming the argument. Returns the torch device."""
+    torch_device = resolve_device(device, experiment.devices, experiment.name)
+    seeds = list(cfg.seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise RunError(f"seeds must be distinct and non-empty, got {seeds}")
+    check_workers(workers)
+    missing = {module: extra for module, extra in (experiment.needs(cfg) if experiment.needs else {}).items()
+               if not _installed(module)}
+    if missing:
+        extras = sorted(set(missing.values()))
+        raise RunError(f"{experiment.name} needs {', '.join(sorted(missing))}, which is not installed: "
+                       f"pip install 'tenfold[{','.join(extras)}]'")
+    return torch_device
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_workers(workers: int | None) -> None:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise RunError(f"--workers must be an int >= 1, got {workers!r}")
+
+
 def output_dir(root: Path, name: str, resume: bool) -> Path:
     """Where a run of ``name`` writes. An existing folder with results is never overwritten: a
-    resume continues the newest one, any other run gets a fresh timestamped folder beside it."""
+    resume continues the newest one that holds results (finished seeds or a result.json), any
+    other run gets a fresh timestamped folder beside it."""
     root = Path(root)
-    existing = sorted((p for p in root.glob(f"{name}*") if p.is_dir() and _is_run_of(p, name)),
+    existing = sorted((p for p in root.glob(f"{name}*") if p.is_dir() and _is_run_of(p, name) and _has_results(p)),
                       key=lambda p: p.stat().st_mtime)
     if resume and existing:
         return existing[-1]
@@ -73,33 +113,50 @@ def _is_run_of(folder: Path, name: str) -> bool:
     return folder.name == name or (folder.name.startswith(f"{name}-") and folder.name[len(name) + 1:][:1].isdigit())
 
 
+def _has_results(folder: Path) -> bool:
+    return (folder / RESULT_FILE).exists() or any((folder / "seeds").glob("seed_*.json"))
+
+
+def _make_dirs(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create the run folder {folder}: {error.strerror or error}") from None
+
+
 def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path = Path("runs"),
                    device: str = "cpu", workers: int | None = None, resume: bool = False,
-                   log=print) -> dict:
+                   log=print, progress_every: float = PROGRESS_EVERY_S) -> dict:
     """Run every seed of ``cfg`` (skipping finished ones when resuming), evaluate, write result.json."""
-    torch_device = resolve_device(device, experiment.devices, experiment.name)
+    torch_device = check_run(experiment, cfg, device, workers)
+    out_root = Path(out_root)
+    if out_root.exists() and not out_root.is_dir():
+        raise RunError(f"--out {out_root} is a file, not a folder")
     out_dir = output_dir(out_root, experiment.name, resume)
     seed_dir = out_dir / "seeds"
-    seed_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(cfg.seeds)
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise RunError(f"seeds must be distinct and non-empty, got {seeds}")
     config = config_dict(cfg)
     records, cpu_s = _load_finished(seed_dir, seeds, config) if resume else ({}, {})
+    _make_dirs(seed_dir)
     if records:
         log(f"[{experiment.name}] resuming in {out_dir}: seeds {sorted(records)} already done")
     todo = [s for s in seeds if s not in records]
+    count = workers_used(workers, len(todo))
     start = time.perf_counter()
+    terminal = sys.stderr.isatty()
     bar = tqdm(total=len(seeds), initial=len(records), desc=experiment.name, unit="seed", leave=False,
-               disable=not sys.stderr.isatty())
-    for seed, record, seed_cpu_s in _run_seeds(experiment, cfg, todo, torch_device, seed_dir, workers):
-        atomic_write_json(seed_dir / f"seed_{seed}.json",
-                          {"seed": seed, "config": config, "cpu_s": seed_cpu_s, "record": record})
-        records[seed], cpu_s[seed] = record, seed_cpu_s
-        bar.update()
-        if bar.disable:
-            log(f"[{experiment.name}] seed {seed} done ({len(records)}/{len(seeds)}, "
-                f"{time.perf_counter() - start:.1f}s elapsed, {seed_cpu_s:.1f} CPU-s for this seed)")
+               disable=not terminal)
+    board = ProgressBoard(experiment.name, len(seeds), len(records), log, progress_every, quiet=terminal)
+    with _seed_runner(experiment, cfg, todo, torch_device, seed_dir, count, board) as finished:
+        for seed, record, seed_cpu_s in finished:
+            atomic_write_json(seed_dir / f"seed_{seed}.json",
+                              {"seed": seed, "config": config, "cpu_s": seed_cpu_s, "record": record})
+            records[seed], cpu_s[seed] = record, seed_cpu_s
+            board.receive(("done", seed))
+            bar.update()
+            if not terminal:
+                log(f"[{experiment.name}] seed {seed} done ({len(records)}/{len(seeds)}, "
+                    f"{time.perf_counter() - start:.1f}s elapsed, {seed_cpu_s:.1f} CPU-s for this seed)")
     bar.close()
     records = {s: records[s] for s in seeds}
     evaluation = experiment.evaluate(cfg, records, out_dir)
@@ -108,13 +165,14 @@ def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path
         "experiment": experiment.name,
         "paper": experiment.paper,
         "preset": preset,
+        **evidence_fields(preset),
         "seeds": seeds,
         "config": config,
         "claims": [c.to_dict() for c in evaluation.claims],
         "metrics": jsonable(evaluation.metrics),
         "figures": list(evaluation.figures),
         "wall_s": round(time.perf_counter() - start, 2),
-        "env": {**environment(torch_device, workers_used(workers, len(todo))),
+        "env": {**environment(torch_device, count),
                 "cpu_s_per_seed": {str(seed): round(cpu_s[seed], 2) for seed in seeds if seed in cpu_s}},
     }
     atomic_write_json(out_dir / RESULT_FILE, result)
@@ -147,42 +205,101 @@ def _load_finished(seed_dir: Path, seeds: list[int], config: dict) -> tuple[dict
 
 
 def workers_used(workers: int | None, jobs: int) -> int:
+    check_workers(workers)
     wanted = (os.cpu_count() or 1) if workers is None else workers
-    if wanted < 1:
-        raise RunError(f"--workers must be >= 1, got {wanted}")
     return max(1, min(wanted, jobs))
 
 
-def _run_seeds(experiment: Experiment, cfg: Any, seeds: list[int], device: torch.device,
-               seed_dir: Path, workers: int | None):
-    """Yield ``(seed, record, cpu_seconds)`` as each seed finishes."""
-    if not seeds:
-        return
-    count = workers_used(workers, len(seeds))
-    show = sys.stderr.isatty() and count == 1
-    if count == 1:
-        for seed in seeds:
-            yield seed, *run_one_seed(experiment.name, cfg, seed, str(device), str(seed_dir), show)
+@contextlib.contextmanager
+def _seed_runner(experiment: Experiment, cfg: Any, seeds: list[int], device: torch.device, seed_dir: Path,
+                 count: int, board: ProgressBoard):
+    """Yields an iterator of ``(seed, record, cpu_seconds)`` as each seed finishes: in this process
+    (``count == 1``) or in ``count`` spawned workers, stopped at once if the caller is interrupted."""
+    if count == 1 or not seeds:
+        with board:
+            yield _seeds_here(experiment, cfg, seeds, device, seed_dir, board)
         return
     context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
-    with ProcessPoolExecutor(count, mp_context=context, initializer=single_thread) as pool:
-        futures = {pool.submit(run_one_seed, experiment.name, cfg, seed, str(device), str(seed_dir), False): seed
-                   for seed in seeds}
-        for future in as_completed(futures):
-            yield futures[future], *future.result()
+    messages = context.Queue()
+    board.source = messages
+    pool = ProcessPoolExecutor(count, mp_context=context, initializer=_init_worker, initargs=(messages,))
+    try:
+        with board:
+            with _sigint_ignored():  # workers are spawned here and inherit the ignored Ctrl-C
+                futures = {pool.submit(_worker_seed, experiment.name, cfg, seed, str(device), str(seed_dir),
+                                       _send_every(board)): seed for seed in seeds}
+            yield ((futures[future], *future.result()) for future in as_completed(futures))
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _seeds_here(experiment: Experiment, cfg: Any, seeds: list[int], device: torch.device, seed_dir: Path,
+                board: ProgressBoard):
+    show = sys.stderr.isatty()
+    for seed in seeds:
+        board.receive(("start", seed))
+        yield seed, *run_one_seed(experiment.name, cfg, seed, str(device), str(seed_dir), show, board.receive,
+                                  _send_every(board))
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the workers now (shutdown alone would wait for the running seeds)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API before Python 3.14
+    for process in processes:
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(timeout=5)
+
+
+_MESSAGES = None  # a worker process's queue to the parent's progress board
+
+
+def _init_worker(messages) -> None:
+    global _MESSAGES
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    single_thread()
+    _MESSAGES = messages
+
+
+def _worker_seed(name: str, cfg: Any, seed: int, device: str, seed_dir: str, send_every: float) -> tuple[dict, float]:
+    _MESSAGES.put(("start", seed))
+    return run_one_seed(name, cfg, seed, device, seed_dir, False, _MESSAGES.put, send_every)
+
+
+def _send_every(board: ProgressBoard) -> float:
+    """How often a seed sends its status: often enough for the board's lines to be fresh."""
+    return min(SEND_EVERY_S, board.every / 2)
 
 
 def run_one_seed(name: str, cfg: Any, seed: int, device: str, seed_dir: str,
-                 show_progress: bool) -> tuple[dict, float]:
+                 show_progress: bool, send=None, send_every: float = SEND_EVERY_S) -> tuple[dict, float]:
     """Run one seed of experiment ``name`` deterministically, at one torch thread; return its record
-    and the CPU seconds it took (the budget measure, not inflated by other processes' load)."""
+    and the CPU seconds it took (the budget measure, not inflated by other processes' load).
+    ``send`` receives the seed's progress messages (:class:`tenfold.progress.SeedTracker`)."""
     previous_threads = torch.get_num_threads()
     single_thread()
     start = time.process_time()
     try:
         seed_everything(seed)
         workdir = Path(seed_dir) / f"seed_{seed}.work"
-        ctx = RunContext(seed=seed, device=torch.device(device), workdir=workdir, show_progress=show_progress)
+        tracker = SeedTracker(seed, send, send_every) if send is not None else None
+        ctx = RunContext(seed=seed, device=torch.device(device), workdir=workdir, show_progress=show_progress,
+                         tracker=tracker)
         return jsonable(registry.get(name).run_seed(cfg, ctx)), time.process_time() - start
     finally:
         torch.set_num_threads(previous_threads)
@@ -199,10 +316,12 @@ def _validate(experiment: Experiment, evaluation: Evaluation) -> None:
             evaluation.claims = fill_claims(experiment.claims, evaluation.measured, evaluation.notes)
         except ValueError as error:
             raise RunError(f"{experiment.name}: {error}") from None
-        return
-    got = tuple(c.id for c in evaluation.claims)
-    if experiment.claim_ids and sorted(got) != sorted(experiment.claim_ids):
-        raise RunError(f"{experiment.name}: evaluate returned claims {got}, declared {experiment.claim_ids}")
+    else:
+        got = tuple(c.id for c in evaluation.claims)
+        if experiment.claim_ids and sorted(got) != sorted(experiment.claim_ids):
+            raise RunError(f"{experiment.name}: evaluate returned claims {got}, declared {experiment.claim_ids}")
+    for claim in evaluation.claims:
+        claim.note = default_note(claim.measured, claim.note)
 
 
 def environment(device: torch.device, workers: int) -> dict:

@@ -407,7 +407,12 @@ def _plot_loss(records, out_dir: Path) -> str:
     return plotting.save(fig, out_dir, "loss.png")
 
 
+def needs(cfg: Config) -> dict[str, str]:
+    """Optional packages this config imports: Meta-World (with MuJoCo), from the ``rl`` extra."""
+    return {"metaworld": "rl"} if cfg.metaworld_tasks else {}
+
+
 EXPERIMENT = Experiment(
     name="lram", paper=PAPER, presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=9.5,
-    claims=CLAIMS,
+    claims=CLAIMS, needs=needs,
 )

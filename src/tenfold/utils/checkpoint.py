@@ -1,5 +1,6 @@
 """Atomic writes: a temporary file in the same folder, then ``os.replace``, so a run killed halfway
-never leaves a half-written checkpoint or record behind."""
+never leaves a half-written checkpoint or record behind. The file gets the mode a plain ``open`` would
+give it (0666 less the umask), not ``mkstemp``'s private 0600."""
 
 import json
 import os
@@ -16,6 +17,7 @@ def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -23,6 +25,12 @@ def _atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
