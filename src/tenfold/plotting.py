@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 
 def band(ax, x, per_seed, label: str | None = None, color=None, spread: str = "std", **line_kwargs):
@@ -32,6 +33,19 @@ def band(ax, x, per_seed, label: str | None = None, color=None, spread: str = "s
     if values.shape[0] > 1:
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     return line
+
+
+def plain_log_axis(axis, ticks=None) -> None:
+    """Readable labels on a log-scaled ``axis`` (``ax.xaxis`` or ``ax.yaxis``): plain numbers at
+    ``ticks`` (e.g. the measured x values) or at 1, 2, 3, 5 per decade, and no labels on minor ticks
+    (which matplotlib adds, crowded and in 10^x notation, when the axis spans less than a decade)."""
+    if ticks is not None:
+        axis.set_major_locator(ticker.FixedLocator(list(ticks)))
+        axis.set_minor_locator(ticker.NullLocator())
+    else:
+        axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6):

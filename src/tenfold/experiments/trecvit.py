@@ -435,6 +435,8 @@ def _figures(cfg: Config, records: dict[int, dict], metrics: dict, out_dir: Path
     ax.plot(frames, [r["flop_ratio"] for r in rows], marker="o", label="FLOPs")
     ax.plot(frames, [r["memory_ratio"] for r in rows], marker="o", label="saved activations")
     ax.set(xscale="log", yscale="log", xlabel="frames", ylabel="joint ViViT / TRecViT", title="cost ratio vs T")
+    plotting.plain_log_axis(ax.xaxis, frames)  # plain tick labels: minor log labels overlapped
+    plotting.plain_log_axis(ax.yaxis)
     ax.legend()
     figures.append(plotting.save(fig, out_dir, "efficiency_ratios.png"))
     streams = [records[s]["streaming"] for s in sorted(records) if "streaming" in records[s]]
