@@ -179,7 +179,7 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; text-ali
 th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .pass { color: #0a6b0a; font-weight: bold; } .fail { color: #b00020; font-weight: bold; } .na { color: #666; font-style: italic; }
 img { max-width: 100%; margin: 0.5em 0; border: 1px solid #eee; } .figs { display: flex; flex-wrap: wrap; gap: 1em; }
-.figs img { max-width: calc(50% - 0.5em); height: auto; } .figs img.wide { max-width: 100%; width: 100%; }
+.figs img { max-width: calc(50% - 0.5em); height: auto; } .figs img.wide { max-width: 100%; }
 .smoke { color: #8a5a00; font-style: italic; } .caveat { background: #fff6e0; border-left: 4px solid #e0a800; padding: 0.5em 1em; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 code { background: #f3f3f3; padding: 0 3px; }
