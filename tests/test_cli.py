@@ -125,8 +125,12 @@ import tenfold as _package  # noqa: E402
 SRC = str(Path(_package.__file__).resolve().parents[1])  # the sources under test, also in the subprocesses
 
 
+ROOT = str(Path(__file__).resolve().parents[1])  # where tests.toy_experiment (TENFOLD_EXPERIMENTS) imports from
+
+
 def _env():
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    paths = [SRC, ROOT, os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
 
 
 def tenfold(*argv, cwd, pre=None, timeout=240, **kwargs):

@@ -153,21 +153,20 @@ def test_tracker_nests_loops_and_estimates_the_time_left():
 def test_a_claim_measured_as_nan_gets_a_note(tmp_path, monkeypatch):
     import math
 
-    from tenfold.experiment import Evaluation, check
-
     exp = registry.get("toy")
     evaluate = exp.evaluate
 
     def nan_evaluate(cfg, records, out_dir):
         evaluation = evaluate(cfg, records, out_dir)
-        first = evaluation.claims[0]
-        evaluation.claims[0] = check(first.id, first.statement, first.paper, math.nan, first.threshold)
-        return Evaluation(metrics=evaluation.metrics, figures=evaluation.figures, claims=evaluation.claims)
+        evaluation.measured["toy.fast-wins"] = math.nan
+        return evaluation
 
     monkeypatch.setattr(exp, "evaluate", nan_evaluate)
     result = run_toy(tmp_path, seeds=(0,))
-    assert result["claims"][0]["passed"] is False and result["claims"][0]["note"] == "measured value is not finite"
-    assert result["claims"][1]["note"] == ""
+    claims = {claim["id"]: claim for claim in result["claims"]}
+    assert claims["toy.fast-wins"]["passed"] is False
+    assert claims["toy.fast-wins"]["note"] == "measured value is not finite"
+    assert claims["toy.paired"]["note"] == ""
 
 
 def test_nothing_is_created_before_the_arguments_are_checked(tmp_path):
