@@ -186,7 +186,8 @@ def run_soft(cfg: Config, seed: int, variant: str = "soft", device: torch.device
     if variant == "bayes":
         opt = BayesianSoftResetProximal(model.named_parameters(), lr=cfg.lr, s=cfg.s, gamma_lr=cfg.gamma_lr,
                                         gamma_steps=cfg.gamma_steps, theta_samples=cfg.bayes_theta_samples,
-                                        sigma0="he_normal", generator=torch.Generator(device=device).manual_seed(50_000 + seed))
+                                        sigma0="he_normal",
+                                        generator=torch.Generator(device=device).manual_seed(50_000 + seed))
     else:
         opt = make_soft_reset(cfg, model, seed, **overrides)
     meter = OnlineAccuracy(cfg.n_tasks)
