@@ -299,7 +299,7 @@ def _figures(cfg: Config, records: dict[int, dict], out_dir: Path) -> list[str]:
     ax.set(ylabel="per-task R^2", ylim=(min(-0.2, ax.get_ylim()[0]), 1.05),
            title="ID vs the shared OOD set (conn./disc. support)")
     ax.axhline(0, color="k", lw=0.5)
-    ax.legend()
+    ax.legend(loc="lower left")  # the bars reach the top
     names.append(plotting.save(fig, out_dir, "r2_id_ood.png"))
     fig, axes = plotting.figure(ncols=2)
     for ax, which in zip(axes, ("id", "ood")):
