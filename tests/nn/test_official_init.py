@@ -83,8 +83,9 @@ def test_slstm_gates_small_init_and_powerlaw_forget_bias():
     expected = math.sqrt(2.0 / (5.0 * 64))
     for gates in (block.gate_if, block.gate_zo):
         _std_close(gates.weight, expected)
-    assert torch.all(block.gate_if.bias[:64] == 0) and torch.all(block.gate_zo.bias == 0)  # i, z, o: no bias
-    forget = block.gate_if.bias[64:].view(4, 16)  # (heads, head_dim): the same ramp in every head
+    input_bias, forget_bias = block._per_gate(block.gate_if.bias)  # (dim,) each, in gate order
+    assert torch.all(input_bias == 0) and torch.all(block.gate_zo.bias == 0)  # i, z, o: no bias
+    forget = forget_bias.view(4, 16)  # (heads, head_dim): the same ramp in every head
     j = torch.arange(16) / 15
     assert torch.allclose(forget, (5.0 - 12.0 * j ** (0.3 + 1.3 * 2 / 3)).expand(4, 16), atol=1e-6)
     assert torch.all(block.cell.recurrent == 0)
@@ -100,7 +101,7 @@ def test_powerlaw_forget_bias_endpoints_and_block_dependence():
 
 def test_stack_passes_block_index_to_slstm():
     stack = XLSTMStack(dim=16, num_blocks=3, num_heads=2, slstm_at=(0, 2))
-    first, last = stack.blocks[0].gate_if.bias[16:], stack.blocks[2].gate_if.bias[16:]
+    first, last = (stack.blocks[i]._per_gate(stack.blocks[i].gate_if.bias)[1] for i in (0, 2))  # forget gates
     assert torch.allclose(first, powerlaw_forget_bias(8, 0, 3).repeat(2))
     assert torch.allclose(last, powerlaw_forget_bias(8, 2, 3).repeat(2))
 
@@ -131,3 +132,17 @@ def test_lram_torch_init_option_and_bad_value():
     _std_close(model.state_embed.weight, 1.0 / math.sqrt(39) / math.sqrt(3.0))  # torch Linear default
     with pytest.raises(ValueError, match="init"):
         LRAMConfig(init="gpt")
+
+
+def test_slstm_gates_of_a_head_see_only_that_heads_inputs():
+    """NX-AI's sLSTM projects each gate head-wise: changing head 0's inputs leaves the other heads'
+    gate pre-activations unchanged."""
+    torch.manual_seed(0)
+    block = SLSTMBlock(dim=16, num_heads=4)
+    x = torch.randn(1, 16)
+    changed = x.clone()
+    changed[:, :4] += 1.0  # head 0's inputs only
+    for gates in (block.gate_if, block.gate_zo):
+        before, after = block._per_gate(gates(x)), block._per_gate(gates(changed))  # (1, 2, 16)
+        assert not torch.allclose(before[..., :4], after[..., :4])
+        assert torch.equal(before[..., 4:], after[..., 4:])

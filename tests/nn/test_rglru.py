@@ -269,7 +269,7 @@ def test_recurrent_block_conv_init_scale():
 def test_recurrent_block_parameter_count():
     width, lru, heads = 24, 48, 4
     block = TemporalBlock(width=width, lru_width=lru, num_heads=heads)
-    expected = 3 * width * lru + 2 * lru ** 2 // heads + 10 * lru + 2 * width  # spec §2
+    expected = 3 * width * lru + 2 * lru ** 2 // heads + 10 * lru + 2 * width  # projections, block-diagonal gates, per-channel vectors
     assert sum(p.numel() for p in block.parameters()) == expected
     out_std = float(block.block.linear_out.weight.detach().std())
     assert abs(out_std - math.sqrt(2 / 12 / lru)) < 0.2 * math.sqrt(2 / 12 / lru)

@@ -61,7 +61,7 @@ def test_inv_freq_prefix_is_neox_partial():
     rope = RotaryEmbedding(16, base=100.0, p=0.75, truncate="prefix")
     np.testing.assert_allclose(rope.inv_freq[:6].numpy(), 100.0 ** (-np.arange(0, 12, 2) / 12), rtol=1e-6)
     assert (rope.inv_freq[6:] == 0).all()
-    # wavelengths of the toy NeoX partial config in the spec
+    # wavelengths 2π/θ_i of the toy NeoX partial config (base 100, 12 rotary dims)
     np.testing.assert_allclose(rope.wavelengths[:6].numpy(), [6.3, 13.5, 29.2, 62.8, 135.4, 291.6], atol=0.06)
 
 

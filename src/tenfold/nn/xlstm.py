@@ -409,14 +409,21 @@ class SLSTMBlock(nn.Module):
             self.gate_if.bias.zero_()
             self.gate_zo.bias.zero_()
             forget = powerlaw_forget_bias(dim // self.num_heads, block_idx, num_blocks)  # (head_dim,)
-            self.gate_if.bias[dim:] = forget.repeat(self.num_heads)
+            self.gate_if.bias.view(self.num_heads, 2, dim // self.num_heads)[:, 1] = forget  # every head's f half
+
+    def _per_gate(self, out: torch.Tensor) -> torch.Tensor:
+        """Block h of a two-gate projection holds head h's (gate a, gate b) units: (..., 2 dim) laid out
+        (heads, 2, head_dim) -> (..., 2, dim), so each head's gates see only that head's inputs, as NX-AI's
+        head-wise gate projections."""
+        heads = out.unflatten(-1, (self.num_heads, 2, self.dim // self.num_heads))  # (..., heads, 2, head_dim)
+        return heads.transpose(-3, -2).flatten(-2)  # (..., 2, dim)
 
     def _cell_inputs(self, x: torch.Tensor, conv_state):
         """x: (batch, seq, dim) -> pre-activations (batch, seq, 4, dim) in gate order (i, f, z, o)."""
         normed = self.norm(x)
         conv, conv_state = self.conv(normed, conv_state)
-        i_f = self.gate_if(F.silu(conv)).unflatten(-1, (2, self.dim))  # (batch, seq, 2, dim)
-        z_o = self.gate_zo(normed).unflatten(-1, (2, self.dim))  # (batch, seq, 2, dim)
+        i_f = self._per_gate(self.gate_if(F.silu(conv)))  # (batch, seq, 2, dim)
+        z_o = self._per_gate(self.gate_zo(normed))  # (batch, seq, 2, dim)
         return torch.cat([i_f, z_o], dim=-2), conv_state
 
     def _finish(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
