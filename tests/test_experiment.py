@@ -115,3 +115,5 @@ def test_experiment_derives_claim_ids_from_the_table_and_orders_premises_first()
         _experiment(tuple(reversed(_TABLE)))
     with pytest.raises(ValueError, match="duplicate"):
         _experiment(_TABLE + (_TABLE[0],))
+    with pytest.raises(ValueError, match="declares its claims"):
+        _experiment(())

@@ -173,14 +173,13 @@ def stack_seeds(records: dict[int, dict], key: str) -> np.ndarray:
 @dataclass
 class Evaluation:
     """What ``evaluate`` returns: the measured value of each claim of the experiment's table (and an
-    optional note per claim), metrics (JSON-able) and figure file names. ``claims`` is filled by the
-    runner from the table (an experiment without a table may still return checked claims itself)."""
+    optional note per claim), metrics (JSON-able) and figure file names. The runner fills the table
+    from ``measured`` (:func:`fill_claims`)."""
 
     metrics: dict[str, Any]
     figures: list[str] = field(default_factory=list)
     measured: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
-    claims: list[Claim] = field(default_factory=list)
 
 
 @dataclass
@@ -218,26 +217,21 @@ class Experiment:
     run_seed: Callable[[Any, RunContext], dict]
     evaluate: Callable[[Any, dict[int, dict], Path], Evaluation]
     quick_minutes: float
-    claims: tuple[ClaimSpec, ...] = ()  # the claim table, declared before any run
-    claim_ids: tuple[str, ...] = ()  # derived from ``claims`` (set directly only by experiments without a table)
-    # an experiment's own bench(quick) -> list[BenchRow], only until it moves to tenfold.benchmarks
-    bench: Callable[[bool], list] | None = None
+    claims: tuple[ClaimSpec, ...] = ()  # the claim table, declared before any run (at least one row)
     hidden: bool = False  # hidden experiments (test fixtures) are left out of list and reproduce
     devices: tuple[str, ...] = ("cpu",)  # devices run_seed honours through ctx.device; others are refused
     needs: Callable[[Any], dict[str, str]] | None = None  # cfg -> {optional module it imports: the pip extra}
 
     def __post_init__(self) -> None:
-        if self.claims:
-            ids = tuple(spec.id for spec in self.claims)
-            if self.claim_ids and self.claim_ids != ids:
-                raise ValueError(f"{self.name}: claim_ids {self.claim_ids} differ from the claim table {ids}")
-            self.claim_ids = ids
-            for index, spec in enumerate(self.claims):
-                if spec.requires is not None and spec.requires not in ids[:index]:
-                    raise ValueError(f"{self.name}: claim {spec.id!r} requires {spec.requires!r}, "
-                                     "which must be a claim declared before it")
-        if len(set(self.claim_ids)) != len(self.claim_ids):
-            raise ValueError(f"{self.name}: duplicate claim ids in {self.claim_ids}")
+        if not self.claims:
+            raise ValueError(f"{self.name}: an experiment declares its claims (claims=(ClaimSpec(...), ...))")
+        ids = self.claim_ids
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{self.name}: duplicate claim ids in {ids}")
+        for index, spec in enumerate(self.claims):
+            if spec.requires is not None and spec.requires not in ids[:index]:
+                raise ValueError(f"{self.name}: claim {spec.id!r} requires {spec.requires!r}, "
+                                 "which must be a claim declared before it")
         missing = [p for p in PRESET_NAMES if p not in self.presets]
         if missing:
             raise ValueError(f"experiment {self.name!r} lacks presets {missing}")
@@ -247,6 +241,11 @@ class Experiment:
         unknown = [d for d in self.devices if d not in ("cpu", "cuda")]
         if "cpu" not in self.devices or unknown:
             raise ValueError(f"{self.name}: devices must include 'cpu' and be drawn from cpu, cuda; got {self.devices}")
+
+    @property
+    def claim_ids(self) -> tuple[str, ...]:
+        """The ids of the claim table, in its order."""
+        return tuple(spec.id for spec in self.claims)
 
     def config(self, preset: str, overrides: dict[str, str] | None = None, seeds: Sequence[int] | None = None):
         """The preset's config with ``--set`` overrides (strings parsed to the field types) and seeds."""

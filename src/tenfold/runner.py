@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 import tenfold
 from tenfold import registry
-from tenfold.experiment import Evaluation, Experiment, RunContext, fill_claims
+from tenfold.experiment import Claim, Evaluation, Experiment, RunContext, fill_claims
 from tenfold.progress import SEND_EVERY_S, ProgressBoard, SeedTracker
 from tenfold.results import RESULT_FILE, default_note, evidence_fields
 from tenfold.utils.checkpoint import atomic_write_json
@@ -160,7 +160,7 @@ def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path
     bar.close()
     records = {s: records[s] for s in seeds}
     evaluation = experiment.evaluate(cfg, records, out_dir)
-    _validate(experiment, evaluation)
+    claims = _claims(experiment, evaluation)
     result = {
         "experiment": experiment.name,
         "paper": experiment.paper,
@@ -168,7 +168,7 @@ def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path
         **evidence_fields(preset),
         "seeds": seeds,
         "config": config,
-        "claims": [c.to_dict() for c in evaluation.claims],
+        "claims": [c.to_dict() for c in claims],
         "metrics": jsonable(evaluation.metrics),
         "figures": list(evaluation.figures),
         "wall_s": round(time.perf_counter() - start, 2),
@@ -305,23 +305,17 @@ def run_one_seed(name: str, cfg: Any, seed: int, device: str, seed_dir: str,
         torch.set_num_threads(previous_threads)
 
 
-def _validate(experiment: Experiment, evaluation: Evaluation) -> None:
-    """Check the evaluation against the declared claims; fill the claim table from its measurements."""
+def _claims(experiment: Experiment, evaluation: Evaluation) -> list[Claim]:
+    """The experiment's claim table filled from the evaluation's measurements (a NaN gets a note)."""
     if not isinstance(evaluation, Evaluation):
         raise RunError(f"{experiment.name}.evaluate must return an Evaluation, got {type(evaluation).__name__}")
-    if experiment.claims:
-        if evaluation.claims:
-            raise RunError(f"{experiment.name}: evaluate returned checked claims; with a claim table it returns measured values")
-        try:
-            evaluation.claims = fill_claims(experiment.claims, evaluation.measured, evaluation.notes)
-        except ValueError as error:
-            raise RunError(f"{experiment.name}: {error}") from None
-    else:
-        got = tuple(c.id for c in evaluation.claims)
-        if experiment.claim_ids and sorted(got) != sorted(experiment.claim_ids):
-            raise RunError(f"{experiment.name}: evaluate returned claims {got}, declared {experiment.claim_ids}")
-    for claim in evaluation.claims:
+    try:
+        claims = fill_claims(experiment.claims, evaluation.measured, evaluation.notes)
+    except ValueError as error:
+        raise RunError(f"{experiment.name}: {error}") from None
+    for claim in claims:
         claim.note = default_note(claim.measured, claim.note)
+    return claims
 
 
 def environment(device: torch.device, workers: int) -> dict:

@@ -30,9 +30,6 @@ def _discover() -> dict[str, Bench]:
         if name in found:
             raise RuntimeError(f"two benchmarks are named {name!r}")
         found[name] = module.bench
-    for experiment in registry.all_experiments():  # an experiment that still carries its own bench
-        if experiment.bench is not None and experiment.name not in found:
-            found[experiment.name] = experiment.bench
     return found
 
 
