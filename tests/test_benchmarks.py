@@ -28,12 +28,12 @@ def test_unknown_benchmark_names_the_valid_ones():
 
 
 def test_experiment_files_set_no_threads():
-    """Thread pinning belongs to the runner and to ``tenfold bench``, never to an experiment file."""
+    """Thread pinning belongs to the runner and to ``tenfold bench`` (a timing inside ``evaluate``
+    uses ``utils.threads.one_thread``), never to an experiment file."""
     for path in EXPERIMENTS.glob("*.py"):
         calls = [node.func.attr for node in ast.walk(ast.parse(path.read_text()))
                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)]
-        if path.stem != "structured_ffn":  # its throughput claim is measured in evaluate at one thread
-            assert "set_num_threads" not in calls, path.name
+        assert "set_num_threads" not in calls, path.name
 
 
 def test_bench_pins_one_thread_once_and_writes_rows(monkeypatch, capsys, tmp_path):

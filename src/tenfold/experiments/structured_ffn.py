@@ -27,6 +27,7 @@ from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, se
 from tenfold.experiments.structured_ffn_lm import train_gpt_on_text
 from tenfold.nn.structured import LowRankLinear, StructuredMLP
 from tenfold.utils.bench import BenchRow, compare
+from tenfold.utils.threads import one_thread
 
 ARMS = ("dense", "lowrank63", "lowrank32", "lowrank32_sgt")
 ARM_FFN = {"dense": None, "lowrank63": {"kind": "lowrank", "rank_fraction": 0.5},
@@ -204,9 +205,7 @@ def _merge_ratio(width: int, tokens: int, repeats: int) -> BenchRow:
 def measure_throughput(cfg: Config) -> dict:
     """Speed-ups (dense time / LowRank time) on the grid and at the claim cell, and the pre-merge
     ratios (factored time / merged time), all at one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         grid = {}
         for width in cfg.grid_widths:
             for tokens in cfg.grid_tokens:
@@ -217,8 +216,6 @@ def measure_throughput(cfg: Config) -> dict:
         if claim is None:
             claim = 1.0 / _ffn_speedup(cfg.claim_width, cfg.claim_tokens, cfg.claim_width // 4, cfg.repeats).ratio
         merge = {tokens: 1.0 / _merge_ratio(cfg.merge_width, tokens, cfg.repeats).ratio for tokens in cfg.merge_tokens}
-    finally:
-        torch.set_num_threads(threads)
     return {"grid": grid, "claim_speedup": claim, "merge_speedup": merge}
 
 
