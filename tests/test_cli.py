@@ -274,12 +274,18 @@ def _read_lines(stream, lines):
         lines.append(line)
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal user has it: a suite started in the background by a non-interactive shell
+    (a CI script, ``cmd &``) inherits SIGINT ignored, which the child would keep."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_with_two_workers_is_one_clean_message(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "tenfold", "run", "toy", "--preset", "smoke", "--out", str(out),
                              "--workers", "2", "--seeds", "0,1", "--set", "steps=20000000"],
                             cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     lines: list[str] = []
     reader = threading.Thread(target=_read_lines, args=(proc.stderr, lines), daemon=True)
     reader.start()

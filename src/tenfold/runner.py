@@ -20,7 +20,8 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -228,11 +229,22 @@ def _seed_runner(experiment: Experiment, cfg: Any, seeds: list[int], device: tor
             with _sigint_ignored():  # workers are spawned here and inherit the ignored Ctrl-C
                 futures = {pool.submit(_worker_seed, experiment.name, cfg, seed, str(device), str(seed_dir),
                                        _send_every(board)): seed for seed in seeds}
-            yield ((futures[future], *future.result()) for future in as_completed(futures))
+            yield _as_finished(futures)
     except BaseException:
         _stop_workers(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _as_finished(futures: dict) -> Iterator[tuple[int, dict, float]]:
+    """``(seed, record, cpu_seconds)`` as each seed's future finishes. The main thread waits in short
+    slices: the kernel may hand Ctrl-C to any of the process's threads, and a main thread blocked
+    without a timeout would never run Python's handler (the run then hangs instead of stopping)."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield (futures[future], *future.result())
 
 
 def _seeds_here(experiment: Experiment, cfg: Any, seeds: list[int], device: torch.device, seed_dir: Path,
