@@ -19,6 +19,8 @@ disconnected one. Paper claim: (a) does well ID but poorly OOD; (b), which separ
 from execution, generalises to unseen combinations. Control: trained on the disconnected support, (b)
 fails on the same OOD combinations (the modules are not identifiable without a connected support). A
 linear probe reads the task latent from (a)'s residual stream per layer. See docs/methods/compositional.md.
+Devices: tasks are drawn on the CPU from the seed's generators and moved, so a seed sees the same tasks on
+every device; the models train and are evaluated on ``--device``; the probe is fitted on the CPU.
 """
 
 from __future__ import annotations
@@ -168,11 +170,12 @@ def _subset(batch: ICLBatch, n: int) -> ICLBatch:
 
 
 def train_arm(arm: str, cfg: Config, sampler: ICLTaskSampler, evals: dict[str, ICLBatch], seed: int,
-              progress=lambda it: it) -> tuple[torch.nn.Module, dict]:
+              progress=lambda it: it, device: torch.device = torch.device("cpu")) -> tuple[torch.nn.Module, dict]:
     """Adam with linear warm-up and cosine decay; MSE on standardised query targets; fresh ID tasks
-    every step. Returns the model and a record with learning curves and final per-task R^2."""
+    every step (drawn on the CPU, then moved to ``device``; ``evals`` are on ``device`` already).
+    Returns the model and a record with learning curves and final per-task R^2."""
     torch.manual_seed(seed)
-    model = build_model(arm, cfg)
+    model = build_model(arm, cfg).to(device)  # initialised on the CPU: the same weights on every device
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(seed + 7919)
     curve: dict[str, list] = {"step": [], "id": [], "ood": []}
@@ -185,7 +188,7 @@ def train_arm(arm: str, cfg: Config, sampler: ICLTaskSampler, evals: dict[str, I
     def loss_fn(step: int) -> torch.Tensor:
         if step > 0 and step % cfg.eval_every == 0:  # the curve after `step` optimizer steps
             record_curve(step)
-        batch = sampler.sample(cfg.batch, "id", generator)
+        batch = sampler.sample(cfg.batch, "id", generator).to(device)
         return F.mse_loss(predict(arm, model, batch), batch.y_q)
 
     start = time.process_time()
@@ -211,12 +214,15 @@ def _per_combo(r2: torch.Tensor, combo_idx: torch.Tensor, n_combos: int) -> list
 @torch.no_grad()
 def probe_layers(model: InContextTransformer, sampler: ICLTaskSampler, cfg: Config,
                  generator: torch.Generator) -> dict:
-    """Ridge probe of z_bar from the mean query-token residual after each layer: R^2 ID and OOD."""
+    """Ridge probe of z_bar from the mean query-token residual after each layer: R^2 ID and OOD (the
+    model runs on its device; the probe is fitted on the CPU)."""
     feats, targets = {}, {}
+    device = next(model.parameters()).device
     for which in ("id", "ood"):
         batch = sampler.sample(cfg.probe_tasks if which == "id" else cfg.probe_tasks // 2, which, generator)
-        _, residuals = model(batch.x_ctx, batch.y_ctx, batch.x_q, return_residuals=True)
-        feats[which] = [h[:, cfg.n_context:].mean(dim=1) for h in residuals]  # per layer: (tasks, d_model)
+        on_device = batch.to(device)
+        _, residuals = model(on_device.x_ctx, on_device.y_ctx, on_device.x_q, return_residuals=True)
+        feats[which] = [h[:, cfg.n_context:].mean(dim=1).cpu() for h in residuals]  # per layer: (tasks, d_model)
         targets[which] = sampler.teacher.normalize(batch.z)
     out = {"id": [], "ood": []}
     for layer in range(len(feats["id"])):
@@ -231,15 +237,15 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
     validate(cfg)
     samplers = make_samplers(cfg, ctx.seed)
     ood = samplers["connected"].sample(cfg.eval_tasks, "ood", torch.Generator().manual_seed(ctx.seed + 104729),
-                                       n_query=cfg.eval_queries)  # the one OOD set of both supports
+                                       n_query=cfg.eval_queries).to(ctx.device)  # the one OOD set of both supports
     record: dict = {}
     for support in SUPPORTS if cfg.negative_control else SUPPORTS[:1]:
         sampler = samplers[support]
         evals = {"id": sampler.sample(cfg.eval_tasks, "id", torch.Generator().manual_seed(ctx.seed + 15485863),
-                                      n_query=cfg.eval_queries), "ood": ood}
+                                      n_query=cfg.eval_queries).to(ctx.device), "ood": ood}
         part = {"split": {"id": sampler.split.id, "ood": sampler.split.ood}}
         for arm in arm_names(cfg, support):
-            model, part[arm] = train_arm(arm, cfg, sampler, evals, ctx.seed, ctx.progress)
+            model, part[arm] = train_arm(arm, cfg, sampler, evals, ctx.seed, ctx.progress, ctx.device)
             if arm == "transformer":
                 part["probe"] = probe_layers(model, sampler, cfg, torch.Generator().manual_seed(ctx.seed + 31))
         record[support] = part
@@ -348,5 +354,5 @@ EXPERIMENT = Experiment(
     paper="When can transformers compositionally generalize in-context? (Kobayashi, Schug, Akram et al., "
           "arXiv 2407.12275)",
     presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=4.0,
-    claims=CLAIMS,
+    claims=CLAIMS, devices=("cpu", "cuda"),
 )

@@ -7,6 +7,9 @@ World with scripted experts, classic control with heuristics, GridNav with a sho
 with noise), evaluated return-conditioned on held-out reset seeds, scored as normalised returns.
 Part 3, reported: the actions-in-context ablation and xLSTM evaluated with its recurrent state over
 whole episodes (longer than the training context) against a sliding window of the training context.
+Devices: with ``--device cuda`` the models train and act on the GPU; the dataset is drawn on the CPU
+(micro-batches moved), the environments step on the CPU, and the latency of part 1 is always timed on
+the CPU (one thread, CPU time).
 """
 
 from __future__ import annotations
@@ -133,30 +136,36 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train(cfg: Config, data: OfflineDataset, model_cfg: LRAMConfig, seed: int, progress=lambda it: it):
+def train(cfg: Config, data: OfflineDataset, model_cfg: LRAMConfig, seed: int, progress=lambda it: it,
+          device: torch.device = torch.device("cpu")):
     """AdamW with gradient clipping and a linear warm-up multiplied into a cosine over all steps from
     step 0 (``warmup_cosine(overlap=True)``; see docs/methods/lram.md); each optimizer step sums one
     single-domain micro-batch per domain (domains cycled within the step, as in the official
-    multi-domain loop)."""
+    multi-domain loop). Micro-batches are drawn on the CPU and moved to ``device``."""
     torch.manual_seed(seed)
-    model = LRAM(model_cfg)
+    model = LRAM(model_cfg).to(device)  # initialised on the CPU: the same weights on every device
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     generator = torch.Generator().manual_seed(seed)
     domains = sorted(data.domains)
 
     def accumulate(step: int) -> torch.Tensor:
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=device)  # the step's loss, summed in float64
         for domain in domains:
             batch = data.sample(domain, cfg.batch_size, cfg.context, model.tokenizer, model_cfg.max_act_dim, generator,
                                 standardize_states=cfg.standardize_states)
-            loss = model.loss(batch) / len(domains)
+            loss = model.loss(_on(batch, device)) / len(domains)
             loss.backward()
-            total += loss.item()
-        return torch.tensor(total, dtype=torch.float64)  # the step's loss, summed in float64
+            total = total + loss.detach().double()  # on the device: no host sync per micro-batch
+        return total
 
     losses = fit(model, optimizer, accumulate, cfg.steps, clip=cfg.grad_clip, progress=progress, backward=False,
                  schedule=partial(warmup_cosine, warmup=cfg.warmup, decay_steps=cfg.steps, overlap=True))
     return model.eval(), losses
+
+
+def _on(batch: dict, device: torch.device) -> dict:
+    """A micro-batch with its tensors moved to ``device`` (the reward scale stays a float)."""
+    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,8 +189,9 @@ class WindowAgent(LRAMAgent):
         states = torch.from_numpy(np.stack([h[0] for h in self.history]))[None]  # (1, T, state_dim)
         returns = torch.tensor([[h[1] for h in self.history]])
         rewards = torch.tensor([[h[2] for h in self.history]])
+        states, returns, rewards = (t.to(self.device) for t in (states, returns, rewards))  # the window at once
         logits = self.model(states, returns, rewards, self.scale)[0, -1, : self.act_dim]  # (act_dim, vocab)
-        ids = logits.masked_fill(~self.allowed, float("-inf")).argmax(-1)
+        ids = logits.masked_fill(~self.allowed, float("-inf")).argmax(-1).cpu()  # to the environment, on the CPU
         return ids[0] if self.discrete else self.model.tokenizer.decode_continuous(ids)
 
     def observe(self, reward: float) -> None:
@@ -248,7 +258,7 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
         arms.append(("xlstm+actions", model_config(cfg, "xlstm", actions_in_context=True)))
     for name, model_cfg in arms:
         start = time.process_time()
-        model, losses = train(cfg, data, model_cfg, ctx.seed, lambda it: ctx.progress(it, desc=name))
+        model, losses = train(cfg, data, model_cfg, ctx.seed, lambda it: ctx.progress(it, desc=name), ctx.device)
         record["train_s"][name] = time.process_time() - start
         record["loss"][name] = losses[:: max(1, len(losses) // 100)]
         record["params"][name] = count_parameters(model)
@@ -414,5 +424,5 @@ def needs(cfg: Config) -> dict[str, str]:
 
 EXPERIMENT = Experiment(
     name="lram", paper=PAPER, presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=9.5,
-    claims=CLAIMS, needs=needs,
+    claims=CLAIMS, needs=needs, devices=("cpu", "cuda"),
 )

@@ -88,12 +88,15 @@ class CausalTransformer(nn.Module):
         e.g. to mask the padding of left-padded contexts."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"expected x shaped (batch, seq, {self.dim}), got {tuple(x.shape)}")
+        last = None
         if positions is None:
             start = state[0].next_position if state else 0
             positions = torch.arange(start, start + x.shape[1], device=x.device)
+            last = start + x.shape[1] - 1  # known on the host: no device read-back
         if self.pos is not None:
-            if int(positions.max()) >= self.cfg.max_seq_len:
-                raise ValueError(f"position {int(positions.max())} exceeds max_positions={self.cfg.max_seq_len}; "
+            last = int(positions.max()) if last is None else last
+            if last >= self.cfg.max_seq_len:
+                raise ValueError(f"position {last} exceeds max_positions={self.cfg.max_seq_len}; "
                                  "use a sliding window or a larger max_positions")
             x = x + self.pos(positions)
         for i, block in enumerate(self.blocks):

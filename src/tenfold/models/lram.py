@@ -230,15 +230,17 @@ class LRAMAgent:
     ``context`` timesteps, an approximation after (``experiments/lram.py`` re-runs the window instead).
     ``reset(target_return)`` starts an episode; ``act(obs)`` returns the action; ``observe(reward)``
     feeds the reward and decrements the return-to-go. ``state_stats`` (mean, std): standardise each
-    observation as the training data was (``OfflineDataset.state_stats``).
+    observation as the training data was (``OfflineDataset.state_stats``). The model may sit on any
+    device: each observation is moved there, and the action comes back to the CPU (the environment's side).
     """
 
     def __init__(self, model: LRAM, *, scale: float, discrete: bool, n_actions: int = 0, act_dim: int = 1,
                  state_stats: tuple[np.ndarray, np.ndarray] | None = None):
         self.model, self.scale, self.discrete, self.act_dim = model, scale, discrete, act_dim
         self.state_stats = state_stats
-        self.allowed = allowed_vocab(model.tokenizer, discrete, n_actions)
-        self.dtype = next(model.parameters()).dtype
+        parameter = next(model.parameters())
+        self.dtype, self.device = parameter.dtype, parameter.device
+        self.allowed = allowed_vocab(model.tokenizer, discrete, n_actions).to(self.device)
         self.state = None
         self.return_to_go, self.t = 0.0, 0
 
@@ -269,13 +271,14 @@ class LRAMAgent:
 
     @torch.no_grad()
     def act(self, obs) -> torch.Tensor:
-        obs = torch.from_numpy(self.observation(obs)).unsqueeze(0)  # (1, state_dim)
+        obs = torch.from_numpy(self.observation(obs)).unsqueeze(0).to(self.device)  # (1, state_dim)
         self._feed(self.model.embed_states(obs), 0)
-        rtg = torch.tensor([[self.return_to_go / self.scale]], dtype=self.dtype)
+        rtg = torch.tensor([[self.return_to_go / self.scale]], dtype=self.dtype, device=self.device)
         y = self._feed(self.model.return_embed(rtg), 1)
         logits = self.model.action_logits(y)[0, : self.act_dim]  # (act_dim, vocab)
         ids = logits.masked_fill(~self.allowed, float("-inf")).argmax(-1)
         self._last_ids = ids
+        ids = ids.cpu()  # the action goes to the environment, on the CPU
         if self.discrete:
             return ids[0]
         return self.model.tokenizer.decode_continuous(ids)
@@ -284,10 +287,11 @@ class LRAMAgent:
     def observe(self, reward: float) -> None:
         if self.model.cfg.actions_in_context:
             vocab = self.model.tokenizer.vocab_size
-            ids = torch.full((1, self.model.cfg.max_act_dim), vocab, dtype=torch.long)
+            ids = torch.full((1, self.model.cfg.max_act_dim), vocab, dtype=torch.long, device=self.device)
             ids[0, : self._last_ids.numel()] = self._last_ids
             self._feed(self.model.embed_actions(ids), 2)
-        reward_token = self.model.reward_embed(torch.tensor([[reward / self.scale]], dtype=self.dtype))
+        scaled = torch.tensor([[reward / self.scale]], dtype=self.dtype, device=self.device)
+        reward_token = self.model.reward_embed(scaled)
         self._feed(reward_token, self.model.cfg.tokens_per_step - 1)
         self.return_to_go -= reward
         self.t += 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -311,6 +311,10 @@ class ICLBatch:
     y_q: torch.Tensor  # (B, Q, d_out)
     z: torch.Tensor  # (B, M) raw task latents (not divided by sqrt K)
     combo_idx: torch.Tensor  # (B,) index into the split's combination list
+
+    def to(self, device: torch.device | str) -> ICLBatch:
+        """The same batch with every tensor on ``device`` (drawn on the CPU, so identical on every device)."""
+        return ICLBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 class ICLTaskSampler:
