@@ -40,6 +40,7 @@ from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, se
 from tenfold.models.hypernet import ENCODERS, HypernetBottleneck, HypernetOracle, InContextTransformer
 from tenfold.tasks.hyperteacher import (ICLBatch, ICLTaskSampler, Hyperteacher, check_identifiability,
                                         make_split, r2_per_task)
+from tenfold.train.amp import Amp, autocast
 from tenfold.train.loop import fit, warmup_cosine
 from tenfold.utils.checks import check_choice, check_int
 
@@ -86,6 +87,7 @@ class Config:
     curve_tasks: int = 64
     probe_tasks: int = 512
     negative_control: bool = True  # also train (b), (c) and the ablations on the disconnected support
+    amp: Amp = "off"  # "bf16": training and evaluation forwards under bfloat16 autocast (tenfold.train.amp)
 
 
 PRESETS = {
@@ -154,13 +156,16 @@ def make_samplers(cfg: Config, seed: int) -> dict[str, ICLTaskSampler]:
 
 
 @torch.no_grad()
-def evaluate_r2(arm: str, model: torch.nn.Module, batch: ICLBatch, chunk: int = 128) -> torch.Tensor:
-    """Per-task R^2 (tasks,) of ``model`` on a fixed evaluation batch."""
+def evaluate_r2(arm: str, model: torch.nn.Module, batch: ICLBatch, chunk: int = 128,
+                amp: str = "off") -> torch.Tensor:
+    """Per-task R^2 (tasks,) of ``model`` on a fixed evaluation batch (forwards under ``autocast(amp)``)."""
     model.eval()
     parts = []
     for start in range(0, batch.z.shape[0], chunk):
         part = ICLBatch(*(getattr(batch, f.name)[start:start + chunk] for f in dataclasses.fields(ICLBatch)))
-        parts.append(r2_per_task(predict(arm, model, part), part.y_q))
+        with autocast(amp, part.y_q.device):
+            prediction = predict(arm, model, part)
+        parts.append(r2_per_task(prediction.float(), part.y_q))
     model.train()
     return torch.cat(parts)
 
@@ -183,13 +188,15 @@ def train_arm(arm: str, cfg: Config, sampler: ICLTaskSampler, evals: dict[str, I
     def record_curve(done: int) -> None:
         curve["step"].append(done)
         for which in ("id", "ood"):
-            curve[which].append(evaluate_r2(arm, model, _subset(evals[which], cfg.curve_tasks)).mean().item())
+            subset = _subset(evals[which], cfg.curve_tasks)
+            curve[which].append(evaluate_r2(arm, model, subset, amp=cfg.amp).mean().item())
 
     def loss_fn(step: int) -> torch.Tensor:
         if step > 0 and step % cfg.eval_every == 0:  # the curve after `step` optimizer steps
             record_curve(step)
         batch = sampler.sample(cfg.batch, "id", generator).to(device)
-        return F.mse_loss(predict(arm, model, batch), batch.y_q)
+        with autocast(cfg.amp, device):
+            return F.mse_loss(predict(arm, model, batch), batch.y_q)
 
     start = time.process_time()
     losses = fit(model, optimizer, loss_fn, cfg.steps, progress=progress,
@@ -199,7 +206,7 @@ def train_arm(arm: str, cfg: Config, sampler: ICLTaskSampler, evals: dict[str, I
     record = {"curve": curve, "cpu_s": time.process_time() - start,
               "params": sum(p.numel() for p in model.parameters())}
     for which in ("id", "ood"):
-        r2 = evaluate_r2(arm, model, evals[which])
+        r2 = evaluate_r2(arm, model, evals[which], amp=cfg.amp)
         record[f"r2_{which}"] = r2.mean().item()
         record[f"r2_{which}_median"] = r2.median().item()
         record[f"r2_{which}_per_combo"] = _per_combo(r2, evals[which].combo_idx, len(sampler.combos(which)))
@@ -221,8 +228,10 @@ def probe_layers(model: InContextTransformer, sampler: ICLTaskSampler, cfg: Conf
     for which in ("id", "ood"):
         batch = sampler.sample(cfg.probe_tasks if which == "id" else cfg.probe_tasks // 2, which, generator)
         on_device = batch.to(device)
-        _, residuals = model(on_device.x_ctx, on_device.y_ctx, on_device.x_q, return_residuals=True)
-        feats[which] = [h[:, cfg.n_context:].mean(dim=1).cpu() for h in residuals]  # per layer: (tasks, d_model)
+        with autocast(cfg.amp, device):
+            _, residuals = model(on_device.x_ctx, on_device.y_ctx, on_device.x_q, return_residuals=True)
+        # per layer: (tasks, d_model), in float32 whatever the autocast
+        feats[which] = [h[:, cfg.n_context:].float().mean(dim=1).cpu() for h in residuals]
         targets[which] = sampler.teacher.normalize(batch.z)
     out = {"id": [], "ood": []}
     for layer in range(len(feats["id"])):

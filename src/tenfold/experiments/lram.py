@@ -30,6 +30,7 @@ from tenfold.models.lram import LRAM, LRAMAgent, LRAMConfig
 from tenfold.nn.xlstm import XLSTMStack, state_nbytes
 from tenfold.tasks.offline_rl import (EVAL_SEED_BASE, OfflineDataset, TaskSpec, build_dataset, default_suite,
                                       make_env)
+from tenfold.train.amp import Amp, autocast
 from tenfold.train.loop import fit, warmup_cosine
 from tenfold.utils.bench import time_fn
 from tenfold.utils.params import count_parameters
@@ -64,6 +65,7 @@ class Config:
     weight_decay: float = 0.01
     warmup: int = 60
     grad_clip: float = 1.0
+    amp: Amp = "off"  # "bf16": training and evaluation forwards under bfloat16 autocast (tenfold.train.amp)
     # evaluation
     eval_episodes: int = 3
     ablation_seeds: int = 1  # the first this many seeds also run the ablations (actions in context, window)
@@ -153,7 +155,8 @@ def train(cfg: Config, data: OfflineDataset, model_cfg: LRAMConfig, seed: int, p
         for domain in domains:
             batch = data.sample(domain, cfg.batch_size, cfg.context, model.tokenizer, model_cfg.max_act_dim, generator,
                                 standardize_states=cfg.standardize_states)
-            loss = model.loss(_on(batch, device)) / len(domains)
+            with autocast(cfg.amp, device):
+                loss = model.loss(_on(batch, device)) / len(domains)
             loss.backward()
             total = total + loss.detach().double()  # on the device: no host sync per micro-batch
         return total
@@ -201,8 +204,10 @@ class WindowAgent(LRAMAgent):
 
 
 def evaluate_model(model: LRAM, data: OfflineDataset, tasks: list[TaskSpec], episodes: int,
-                   window: int | None = None, standardize_states: bool = False) -> dict[str, dict[str, float]]:
-    """Normalised return per domain and task on the evaluation reset seeds (deterministic argmax)."""
+                   window: int | None = None, standardize_states: bool = False,
+                   amp: str = "off") -> dict[str, dict[str, float]]:
+    """Normalised return per domain and task on the evaluation reset seeds (deterministic argmax; the
+    model's forwards under ``autocast(amp)`` on its device)."""
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -219,10 +224,12 @@ def evaluate_model(model: LRAM, data: OfflineDataset, tasks: list[TaskSpec], epi
             agent.reset(info["target_return"])
             total = 0.0
             for _ in range(spec.max_steps):
-                action = agent.act(obs)
+                with autocast(amp, agent.device):
+                    action = agent.act(obs)
                 action = int(action) if spec.discrete else action.numpy()
                 obs, reward, terminated, truncated, _ = env.step(action)
-                agent.observe(float(reward))
+                with autocast(amp, agent.device):
+                    agent.observe(float(reward))
                 total += float(reward)
                 if terminated or truncated:
                     break
@@ -264,7 +271,7 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
         record["params"][name] = count_parameters(model)
         evaluations = evaluation_modes(name, cfg.context, ablations)
         for label, window in evaluations.items():
-            scores = evaluate_model(model, data, tasks, cfg.eval_episodes, window, cfg.standardize_states)
+            scores = evaluate_model(model, data, tasks, cfg.eval_episodes, window, cfg.standardize_states, cfg.amp)
             record["scores"][label], record["overall"][label] = scores, overall(scores)
     return record
 

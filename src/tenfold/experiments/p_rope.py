@@ -34,6 +34,7 @@ from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, se
 from tenfold.models.gpt import GPT, GPTConfig
 from tenfold.nn.rope import RotaryEmbedding
 from tenfold.tasks.positional import IGNORE_INDEX, PositionalTask, SemanticTask
+from tenfold.train.amp import Amp, autocast
 from tenfold.train.loop import fit, warmup_cosine
 
 # arm name -> RotaryEmbedding keyword arguments (p and truncate; base and head_dim come from the config)
@@ -60,6 +61,7 @@ class Config:
     batch: int = 32
     lr: float = 3e-3
     warmup: int = 50
+    amp: Amp = "off"  # "bf16": training and accuracy forwards under bfloat16 autocast (analysis stays float32)
     # task P
     p_steps: int = 400
     p_len: int = 32
@@ -133,10 +135,11 @@ def train_positional(cfg: Config, arm: str, gen: torch.Generator, ctx: RunContex
 
     def loss_fn(step: int) -> torch.Tensor:
         tokens, targets = (t.to(ctx.device) for t in task.sample(cfg.batch, cfg.p_len, gen))
-        logits = model(tokens)
-        if step % cfg.curve_every == 0 or step == cfg.p_steps - 1:
-            curve.append(_token_accuracy(logits.detach(), targets))
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)  # (b*s, V)
+        with autocast(cfg.amp, ctx.device):
+            logits = model(tokens)
+            if step % cfg.curve_every == 0 or step == cfg.p_steps - 1:
+                curve.append(_token_accuracy(logits.detach(), targets))
+            return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)  # (b*s, V)
 
     _fit(cfg, model, cfg.p_steps, loss_fn)
     return model, curve
@@ -148,7 +151,8 @@ def train_semantic(cfg: Config, arm: str, gen: torch.Generator, ctx: RunContext)
 
     def loss_fn(step: int) -> torch.Tensor:
         tokens, targets, _ = (t.to(ctx.device) for t in task.sample(cfg.batch, cfg.s_len, gen))
-        return F.cross_entropy(model(tokens)[:, -1], targets)  # loss on the query position only
+        with autocast(cfg.amp, ctx.device):
+            return F.cross_entropy(model(tokens)[:, -1], targets)  # loss on the query position only
 
     _fit(cfg, model, cfg.s_steps, loss_fn)
     return model
@@ -167,7 +171,8 @@ def evaluate_positional(cfg: Config, model: GPT, gen: torch.Generator, device) -
     tokens, targets = (t.to(device) for t in task.sample(cfg.eval_batch, cfg.p_len, gen))
     model.eval()
     records = collect_qkv(model, lambda: model(tokens))
-    accuracy = _token_accuracy(model(tokens), targets)
+    with autocast(cfg.amp, device):
+        accuracy = _token_accuracy(model(tokens), targets)
     rope = model.blocks[0].attn.rope
     usage = frequency_usage(records, rope.pair_indices())
     scores = positional_head_scores(records)
@@ -181,7 +186,8 @@ def evaluate_semantic(cfg: Config, model: GPT, gen: torch.Generator, device) -> 
     model.eval()
     tokens, targets, distance = (t.to(device) for t in task.sample(cfg.eval_batch, cfg.s_len, gen))
     records = collect_qkv(model, lambda: model(tokens))
-    in_dist = float((model(tokens)[:, -1].argmax(-1) == targets).float().mean())
+    with autocast(cfg.amp, device):
+        in_dist = float((model(tokens)[:, -1].argmax(-1) == targets).float().mean())
     needle = cfg.s_len - 1 - distance  # (batch,) needle positions
     weights = records[0]["weights"][:, :, -1]  # (batch, heads, keys): attention of the query
     needle_mass = weights[torch.arange(len(needle)), :, needle].mean(0)  # (heads,)
@@ -189,7 +195,8 @@ def evaluate_semantic(cfg: Config, model: GPT, gen: torch.Generator, device) -> 
     by_distance = []
     for d in cfg.test_distances:
         tokens, targets, _ = (t.to(device) for t in task.sample(cfg.test_batch, cfg.test_len, gen, distance=d))
-        by_distance.append(float((model(tokens)[:, -1].argmax(-1) == targets).float().mean()))
+        with autocast(cfg.amp, device):
+            by_distance.append(float((model(tokens)[:, -1].argmax(-1) == targets).float().mean()))
     return {"acc_train_len": in_dist, "acc_by_distance": by_distance, "needle_mass": needle_mass.tolist(),
             **_usage_record(usage)}
 

@@ -31,6 +31,7 @@ from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, pa
 from tenfold.models.radt import DECODES, RADT, AlgorithmDistillation, DecisionTransformer
 from tenfold.models.retrieval import EpisodicMemory, HopfieldEmbedder, TrajectoryMemory, query_dropout_mask, rescore
 from tenfold.tasks.learning_histories import STEP_FIELDS, episode_steps, q_learning_history, right_padded, slice_steps
+from tenfold.train.amp import Amp, autocast
 from tenfold.train.loop import fit, warmup_cosine
 from tenfold.utils.checks import check_choice, check_int, check_range
 
@@ -86,6 +87,7 @@ class Config:
     weight_decay: float = 0.01
     clip: float = 0.25
     warmup: int = 100
+    amp: Amp = "off"  # "bf16": training and acting forwards under bfloat16 autocast (tenfold.train.amp)
     retrain_ablation: bool = False  # retrain RA-DT without own-trajectory exclusion (the no-exclusion ablation)
     radt_init: str = "scratch"  # "dt": start RA-DT from the trained DT's weights (config-only path, see card)
     # evaluation
@@ -157,7 +159,13 @@ def _train(model, batch_fn, steps: int, cfg: Config, gen: torch.Generator, devic
     """AdamW with the Decision-Transformer schedule (warm-up multiplied into a cosine from step 0).
     Batches are drawn on the CPU from ``gen`` and then moved, so a seed sees the same data anywhere."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    losses = fit(model, opt, lambda step: model.loss(*(_to(b, device) for b in batch_fn(gen))), steps, clip=cfg.clip,
+
+    def loss_fn(step: int) -> torch.Tensor:
+        batch = [_to(b, device) for b in batch_fn(gen)]
+        with autocast(cfg.amp, device):
+            return model.loss(*batch)
+
+    losses = fit(model, opt, loss_fn, steps, clip=cfg.clip,
                  schedule=lambda step: warmup_cosine(step, warmup=cfg.warmup, decay_steps=steps, overlap=True))
     model.eval()
     return losses
@@ -359,7 +367,8 @@ def _policy_step(kind, model, ep, history, t, cfg, gen, memory, mode, rows, deco
                for f in STEP_FIELDS}
         seq = {f: v[:, -ctx_len:] for f, v in seq.items()}
         last = torch.full((n,), seq["actions"].shape[1] - 1)
-        return model.act(_to(seq, device), last.to(device), decode=decode, top_p=cfg.top_p, generator=gen).cpu()
+        with autocast(cfg.amp, device):
+            return model.act(_to(seq, device), last.to(device), decode=decode, top_p=cfg.top_p, generator=gen).cpu()
     ctx = right_padded(ep, rows, ends, cfg.context)
     last = torch.full((n,), min(t, cfg.context - 1))
     mem = None
@@ -369,8 +378,9 @@ def _policy_step(kind, model, ep, history, t, cfg, gen, memory, mode, rows, deco
         else:
             query = memory.embedder(slice_steps(ep, rows, ends, cfg.context))
             mem = memory.retrieve(query, candidates=cfg.candidates, top_k=cfg.top_k, w_util=cfg.w_util, mode=mode)
-    return model.act(_to(ctx, device), last.to(device), _to(mem, device), decode=decode, top_p=cfg.top_p,
-                     generator=gen).cpu()
+    with autocast(cfg.amp, device):
+        return model.act(_to(ctx, device), last.to(device), _to(mem, device), decode=decode, top_p=cfg.top_p,
+                         generator=gen).cpu()
 
 
 def optimal_episodes(goals: np.ndarray, cfg: Config) -> dict:

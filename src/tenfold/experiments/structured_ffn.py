@@ -25,6 +25,7 @@ import torch
 from tenfold import plotting
 from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, seed_stats, stack_seeds
 from tenfold.experiments.structured_ffn_lm import train_gpt_on_text
+from tenfold.train.amp import Amp
 from tenfold.nn.structured import LowRankLinear, StructuredMLP
 from tenfold.utils.bench import BenchRow, compare
 from tenfold.utils.threads import one_thread
@@ -56,6 +57,7 @@ class Config:
     corpus: str = "pydoc"  # "pydoc" (465K characters) or "torch-source" (46M characters, tenfold.tasks.text)
     ffn_act: str = "gelu"  # "gelu" or "swiglu" (official fused_swiglu), dense and structured FFNs alike
     sgt_mode: str = "fixedstep"  # "fixedflop": the SGT arm trains steps + guided steps (official trainer)
+    amp: Amp = "off"  # "bf16": the LM's forwards under bfloat16 autocast (tenfold.train.amp); throughput stays fp32
     # throughput (measured in evaluate)
     claim_width: int = 1024
     claim_tokens: int = 8192
@@ -117,7 +119,7 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
     for arm in ctx.progress(ARMS, desc="arms"):
         train = {"steps": cfg.steps, "batch_size": cfg.batch_size, "context": cfg.context, "lr": cfg.lr,
                  "sgt": arm.endswith("_sgt"), "sgt_ratio": cfg.sgt_ratio, "sgt_reduce_flop": cfg.sgt_reduce_flop,
-                 "sgt_mode": cfg.sgt_mode, "eval_windows": cfg.eval_windows or None}
+                 "sgt_mode": cfg.sgt_mode, "eval_windows": cfg.eval_windows or None, "amp": cfg.amp}
         ffn = None if ARM_FFN[arm] is None else {**ARM_FFN[arm], "act": cfg.ffn_act}
         result = train_gpt_on_text(model, train, seed=ctx.seed, ffn=ffn, rope=cfg.rope,
                                    paired_init=cfg.paired_init, device=str(ctx.device), corpus=cfg.corpus)

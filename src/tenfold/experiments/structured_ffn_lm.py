@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tenfold.nn.structured import SCHEDULES, SGT_MODES, SelfGuidedTraining, sgt_steps, structured_layers
 from tenfold.tasks.text import CharCorpus
+from tenfold.train.amp import AMP_MODES, Amp, autocast
 from tenfold.train.loop import fit, warmup_cosine
 from tenfold.utils.distributed import world
 
@@ -52,6 +53,7 @@ class LMTrainConfig:
     sgt_schedule: str = "cosine"
     sgt_reduce_flop: bool = False
     sgt_mode: str = "fixedstep"  # "fixedflop": steps + guided steps, the first guided batches replayed at the end
+    amp: Amp = "off"  # "bf16": training and validation forwards under bfloat16 autocast (tenfold.train.amp)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "context"):
@@ -65,6 +67,8 @@ class LMTrainConfig:
             raise ValueError(f"sgt_schedule must be one of {SCHEDULES}, got {self.sgt_schedule!r}")
         if self.sgt_mode not in SGT_MODES:
             raise ValueError(f"sgt_mode must be one of {SGT_MODES}, got {self.sgt_mode!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
 
     def train_steps(self) -> int:
         """Optimizer steps actually run: ``steps``, plus the guided steps in fixed-FLOP SGT."""
@@ -126,9 +130,10 @@ def _all_reduce(values: list[float]) -> list[float]:
 
 @torch.no_grad()
 def evaluate_lm(model: nn.Module, corpus: CharCorpus, context: int, max_windows: int | None = None,
-                batch_size: int = 64) -> float:
+                batch_size: int = 64, amp: str = "off") -> float:
     """Mean next-character cross-entropy (nats) over the validation windows (the first
-    ``max_windows`` when given); windows are split over ranks and the sums all-reduced."""
+    ``max_windows`` when given); windows are split over ranks and the sums all-reduced. Forwards run
+    under ``autocast(amp)``."""
     rank, size = world().rank, world().size
     device = next(model.parameters()).device
     was_training = model.training
@@ -142,10 +147,11 @@ def evaluate_lm(model: nn.Module, corpus: CharCorpus, context: int, max_windows:
         index += len(x)
         if not keep:
             continue
-        logits = model(x[keep].to(device))
         target = y[keep].to(device)
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),  # (b*ctx, vocab)
-                                 reduction="sum").item()
+        with autocast(amp, device):
+            logits = model(x[keep].to(device))
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),  # (b*ctx, vocab)
+                                     reduction="sum").item()
         count += y[keep].numel()
     model.train(was_training)
     total, count = _all_reduce([total, float(count)])
@@ -188,15 +194,16 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig, seed: int
         if sgt is not None and sgt.maybe_close(optimizer):
             state["net"] = _wrap(model, find_unused=False)
         if cfg.eval_every and step and step % cfg.eval_every == 0:
-            val_curve.append((step, evaluate_lm(model, corpus, cfg.context, cfg.eval_windows)))
+            val_curve.append((step, evaluate_lm(model, corpus, cfg.context, cfg.eval_windows, amp=cfg.amp)))
         if step == cfg.steps:  # fixed-FLOP SGT: replay the first batches
             state["generator"] = torch.Generator().manual_seed(seed)
         x, y = corpus.batch("train", cfg.batch_size, cfg.context, state["generator"])
         mine = slice(rank * per_rank, (rank + 1) * per_rank)
         x, y = x[mine].to(device), y[mine].to(device)
         calls_before = _guide_macs(model)
-        logits = state["net"](x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # (b*ctx, vocab)
+        with autocast(cfg.amp, device):
+            logits = state["net"](x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))  # (b*ctx, vocab)
         state["guide_flops"] += 6.0 * (_guide_macs(model) - calls_before) * per_rank * cfg.context * size
         loss.backward()
         alphas.append(sgt.alpha if sgt is not None and not sgt.closed else 0.0)
@@ -212,7 +219,7 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig, seed: int
     if sgt is not None and not sgt.closed:  # the guides close after the last guided step (ratio 1: the last step)
         sgt.count = max(sgt.count, sgt.guided_steps)
         sgt.maybe_close(optimizer)
-    val = evaluate_lm(model, corpus, cfg.context, cfg.eval_windows)
+    val = evaluate_lm(model, corpus, cfg.context, cfg.eval_windows, amp=cfg.amp)
     val_curve.append((steps, val))
     return {
         "losses": losses, "alphas": alphas, "val_loss": val, "val_curve": val_curve,

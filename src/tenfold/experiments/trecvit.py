@@ -33,6 +33,7 @@ from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, se
 from tenfold.models.trecvit import TRecViT, TRecViTConfig
 from tenfold.models.vivit import PerFrameViT, ViViTFactorised, ViViTJoint
 from tenfold.tasks.video import make_task, num_classes
+from tenfold.train.amp import Amp, autocast
 from tenfold.train.loop import fit, warmup_cosine
 from tenfold.utils import activation_bytes, count_flops, count_parameters
 
@@ -65,6 +66,7 @@ class Config:
     weight_decay: float = 0.05
     warmup_frac: float = 0.05
     clip_norm: float = 1.0  # 0: no gradient clipping
+    amp: Amp = "off"  # "bf16": training and evaluation forwards under bfloat16 autocast (tenfold.train.amp)
     flash_side: int = 4  # side of the flashing square in 'count'
     distractors: int = 1  # static distractor squares in 'direction'
     directions: int = 2  # 2 (+x, -x: a bag of frames is at chance) or 4 (+-x, +-y)
@@ -183,7 +185,7 @@ def evaluate_model(model, task: str, cfg: Config, frames: int) -> dict:
     device = _device_of(model)
     video, labels = video.to(device), labels.to(device)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(cfg.amp, device):
         preds = torch.cat([model(chunk).argmax(-1) for chunk in video.split(128)])
     model.train()
     result = {"acc": float((preds == labels).float().mean())}
@@ -205,7 +207,8 @@ def train(model, task: str, cfg: Config, frames: int, steps: int, seed: int) -> 
     def loss_fn(step: int) -> torch.Tensor:
         video, labels = make_task(task, n=cfg.batch, frames=frames, size=cfg.size, generator=generator,
                                   **task_kwargs(cfg, task))
-        return F.cross_entropy(model(video.to(device)), labels.to(device))
+        with autocast(cfg.amp, device):
+            return F.cross_entropy(model(video.to(device)), labels.to(device))
 
     start = time.process_time()
     losses = fit(model, optimizer, loss_fn, steps, clip=cfg.clip_norm,
