@@ -48,10 +48,17 @@ def test_bad_amp_is_refused(bad):
         autocast(bad, "cpu")
 
 
-def test_every_amp_experiment_declares_amp_off_by_default():
+# full presets that train in bf16 on one GPU, as the official code does (use_amp / bf16)
+BF16_FULL = ("ra-dt", "structured-ffn")
+
+
+def test_amp_is_off_by_default_and_at_smoke_and_quick():
     for name in AMP_EXPERIMENTS:
-        for preset in ("smoke", "quick", "full"):
-            assert registry.get(name).config(preset).amp == "off", (name, preset)
+        exp = registry.get(name)
+        assert type(exp.config("quick")).amp == "off", name  # the field's default
+        for preset in ("smoke", "quick"):
+            assert exp.config(preset).amp == "off", (name, preset)
+        assert exp.config("full").amp == ("bf16" if name in BF16_FULL else "off"), name
     assert AMP_MODES == ("off", "bf16")
 
 

@@ -114,7 +114,7 @@ PRESETS = {
                    num_layers=4, num_heads=8, context=50, stride=25, mem_past=25, mem_future=25, min_seq_len=10,
                    embed_dim=128, ad_episodes=2, ad_every=4, train_steps=10000, ad_train_steps=10000,
                    radt_train_steps=10000, batch=128, lr=3e-4, warmup=1000, eval_episodes=40, eval_samples=2,
-                   retrain_ablation=True),
+                   retrain_ablation=True, amp="bf16"),  # bf16 autocast: official use_amp (one GPU; see the card)
 }
 
 ARMS = ("dt", "ad", "radt", "radt_no_rescore", "radt_random", "radt_no_exclusion")

@@ -80,7 +80,7 @@ PRESETS = {
     # = 24.6M characters, 0.56 passes over the 44M training characters
     "full": Config(seeds=(0, 1, 2, 3, 4), dim=256, num_layers=4, num_heads=4, context=128, batch_size=64, steps=3000,
                    lr=3e-3, corpus="torch-source", eval_windows=4096, grid_widths=(256, 512, 1024, 1536),
-                   grid_tokens=(16, 512, 4096, 16384), repeats=5),
+                   grid_tokens=(16, 512, 4096, 16384), repeats=5, amp="bf16"),  # the official runs train in bf16
 }
 
 
