@@ -1,4 +1,4 @@
-"""The ``tenfold`` command line: list, run, reproduce, report, bench.
+"""The ``tenfold`` command line: list, run, reproduce, report, bench, tune.
 
 Exit codes: 0 done; 1 done but a claim failed (only with ``--strict``); 2 bad usage (one line naming
 the argument; every argument is checked before anything is written); 130 interrupted (finished seeds
@@ -70,6 +70,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/bench"))
     p.add_argument("--full", action="store_true", help="the larger grid (slower)")
     p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser("tune", help="sweep one arm's hyperparameters on development seeds (tenfold.tuning)")
+    p.add_argument("name")
+    p.add_argument("--arm", required=True, help="the arm to tune (see the experiment's tuning spec)")
+    p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
+                   help="values of one tuned hyperparameter (repeat for several: every combination is tried)")
+    p.add_argument("--seeds", help="comma-separated development seeds, 1000-1009 (default 1000,1001)")
+    p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESET_NAMES)} (default quick)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--out", type=Path, default=Path("runs/tune"), help="where NAME-ARM.json goes")
+    p.add_argument("--workers", type=int, default=1, help="parallel trial processes, >= 1 (default 1)")
+    p.set_defaults(handler=cmd_tune)
     return parser
 
 
@@ -236,6 +248,60 @@ def cmd_bench(args) -> int:
         atomic_write_json(args.out / f"{name}.json", [row.to_dict() for row in rows])
     print(f"\nbenchmarks written to {args.out}")
     return EXIT_OK
+
+
+def cmd_tune(args) -> int:
+    from tenfold import tuning
+    from tenfold.utils.checkpoint import atomic_write_json
+
+    exp = _experiment(args.name)
+    spec = exp.tuning
+    if spec is None:
+        tuned = [e.name for e in registry.all_experiments() if e.tuning is not None]
+        raise UsageError(f"{exp.name} declares no tuning; experiments that do: {', '.join(tuned) or '(none)'}")
+    if args.arm not in spec.fields:
+        raise UsageError(f"--arm {args.arm!r}: valid arms of {exp.name}: {', '.join(spec.fields)}")
+    _check_preset(args.preset)
+    overrides = _parse_sets(args.set)
+    try:
+        grid = tuning.parse_grid(args.grid, list(spec.fields[args.arm]))
+        seeds = tuning.check_dev_seeds(_parse_seeds(args.seeds) or tuning.DEFAULT_TUNE_SEEDS)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    swept = sorted(k for k in overrides if k in spec.fields[args.arm].values())
+    if swept:
+        raise UsageError(f"--set {', '.join(swept)}: swept by --grid, not set")
+    cfg = exp.config(args.preset, overrides)
+    from tenfold.runner import RunError, check_workers
+
+    try:
+        check_workers(args.workers)
+    except RunError as exc:
+        raise UsageError(str(exc)) from None
+    _check_out(args.out)
+    _make_out(args.out)
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    rows, record = tuning.sweep(exp, args.arm, grid, seeds, args.preset, cfg, args.workers, log)
+    path = args.out / f"{exp.name}-{args.arm}.json"
+    atomic_write_json(path, {"experiment": exp.name, "arm": args.arm, "metric": spec.metric,
+                             "fields": spec.fields[args.arm], "overrides": overrides, "rows": rows,
+                             "record": record.to_dict()})
+    print(tune_table(exp.name, args.arm, spec.metric, rows, record))
+    print(f"\nsweep: {path}")
+    return EXIT_OK
+
+
+def tune_table(name: str, arm: str, metric: str, rows: list[dict], record) -> str:
+    """The sweep's rows (mean score and final loss over the seeds) and the record to paste."""
+    lines = [f"\n{name} / {arm}: {metric}; seeds {list(record.seeds)}, preset {record.preset}",
+             f"  {'point':<28}{'score':>10}{'loss':>10}"]
+    for row in rows:
+        mark = "  <- chosen" if row["point"] == record.chosen else ""
+        lines.append(f"  {row['label']:<28}{row['score']:>10.4g}{row['loss']:>10.4g}{mark}")
+    lines.append(f"\nrecord (TuningSpec.record[{arm!r}]):\n  ArmTuning(grid={dict(record.grid)!r}, "
+                 f"seeds={record.seeds!r}, preset={record.preset!r},\n            scores={dict(record.scores)!r},"
+                 f"\n            chosen={dict(record.chosen)!r})")
+    return "\n".join(lines)
 
 
 def claim_table(result: dict) -> str:

@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tenfold.tuning import TuningSpec
+
 PRESET_NAMES = ("smoke", "quick", "full")
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -174,12 +176,17 @@ def stack_seeds(records: dict[int, dict], key: str) -> np.ndarray:
 class Evaluation:
     """What ``evaluate`` returns: the measured value of each claim of the experiment's table (and an
     optional note per claim), metrics (JSON-able) and figure file names. The runner fills the table
-    from ``measured`` (:func:`fill_claims`)."""
+    from ``measured`` (:func:`fill_claims`).
+
+    ``convergence`` (optional) maps a comparison claim's id to the convergence of its arms,
+    ``tenfold.train.loop.compare_convergence({arm: losses per seed, ...})``; the runner writes it to
+    result.json and notes a claim whose arms are mixed (one still improving, another converged)."""
 
     metrics: dict[str, Any]
     figures: list[str] = field(default_factory=list)
     measured: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    convergence: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -221,6 +228,7 @@ class Experiment:
     hidden: bool = False  # hidden experiments (test fixtures) are left out of list and reproduce
     devices: tuple[str, ...] = ("cpu",)  # devices run_seed honours through ctx.device; others are refused
     needs: Callable[[Any], dict[str, str]] | None = None  # cfg -> {optional module it imports: the pip extra}
+    tuning: TuningSpec | None = None  # how the arms of its comparison claims are tuned (tenfold.tuning)
 
     def __post_init__(self) -> None:
         if not self.claims:
@@ -238,6 +246,8 @@ class Experiment:
         for preset, cfg in self.presets.items():
             if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "seeds"):
                 raise TypeError(f"{self.name}: preset {preset!r} must be a dataclass with a 'seeds' field")
+        if self.tuning is not None:
+            self.tuning.check(self.name, self.presets)
         unknown = [d for d in self.devices if d not in ("cpu", "cuda")]
         if "cpu" not in self.devices or unknown:
             raise ValueError(f"{self.name}: devices must include 'cpu' and be drawn from cpu, cuda; got {self.devices}")

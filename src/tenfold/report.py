@@ -4,8 +4,10 @@ scripts, PNG figures beside it) built from the ``result.json`` files of a result
 Per experiment the newest result is used; a result.json that cannot be read (truncated, missing
 keys) is named in a warning and left out. The report opens with one table of every claim (our
 statement, the paper's, the measured value, the threshold, PASS/FAIL), then gives each experiment's
-figures (multi-panel figures at full width), config and environment. Results of ``--preset smoke``
-are marked as not evidence, in the header and in each of their rows.
+figures (multi-panel figures at full width), how the compared arms were tuned and whether each
+was still improving at the end (a comparison with one arm still improving and another converged is
+flagged in the claim table), config and environment. Results of ``--preset smoke`` are marked as not
+evidence, in the header and in each of their rows.
 """
 
 from __future__ import annotations
@@ -130,6 +132,67 @@ def _smoke_mark(result: dict) -> str:
     return "" if is_evidence(result) else " (smoke)"
 
 
+def _mixed_mark(result: dict, claim: dict) -> str:
+    """A flag for a comparison claim whose arms are mixed (one still improving, another converged)."""
+    entry = result.get("convergence", {}).get(claim["id"], {})
+    return " (arms: mixed convergence)" if entry.get("mixed") else ""
+
+
+CONVERGENCE_HEAD = ("claim", "arm", "steps", "score", "converged seeds", "loss drop, last 10 %", "tolerance", "")
+TUNING_HEAD = ("arm", "used", "chosen", "grid", "dev seeds", "mean dev score per point")
+
+
+def convergence_rows(result: dict) -> list[tuple[str, ...]]:
+    """One row per compared arm of each claim with a convergence entry (``CONVERGENCE_HEAD``)."""
+    rows = []
+    for claim_id, entry in result.get("convergence", {}).items():
+        budget = "shared step budget on purpose" if entry.get("shared_budget") else ""
+        arms = [(arm, e, "") for arm, e in entry.get("arms", {}).items()]
+        arms += [(arm, e, "reference, not compared by the claim") for arm, e in entry.get("reference", {}).items()]
+        for arm, arm_entry, role in arms:
+            state = "converged" if arm_entry["converged"] else "still improving"
+            mixed = "MIXED" if entry.get("mixed") and not role else ""
+            rows.append((claim_id, arm, str(arm_entry["steps"]), _fmt(arm_entry.get("score", "")),
+                         f"{arm_entry['converged_seeds']}/{arm_entry['seeds']}", _fmt(arm_entry["drop"]),
+                         _fmt(arm_entry["tolerance"]), "; ".join(filter(None, [state, role, budget, mixed]))))
+    return rows
+
+
+def tuning_rows(result: dict) -> list[tuple[str, ...]]:
+    """One row per tuned arm of the result's ``tuning`` block (``TUNING_HEAD``)."""
+    rows = []
+    for arm, entry in result.get("tuning", {}).get("arms", {}).items():
+        used = ", ".join(f"{k}={_fmt(v)}" for k, v in entry["used"].items())
+        if not entry.get("tuned"):
+            rows.append((arm, used, "untuned", "", "", ""))
+            continue
+        chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in entry["chosen"].items())
+        if not entry.get("as_chosen"):
+            chosen += " (this run used other values)"
+        grid = "; ".join(f"{k} in {', '.join(_fmt(v) for v in values)}" for k, values in entry["grid"].items())
+        scores = ", ".join(f"{k}: {_fmt(v)}" for k, v in entry["scores"].items())
+        rows.append((arm, used, chosen, grid, ", ".join(map(str, entry["seeds"])), scores))
+    return rows
+
+
+def _tuning_caption(result: dict) -> str:
+    block = result.get("tuning", {})
+    overlap = block.get("seeds_tuned_on_in_this_run")
+    warning = f" **Seeds {overlap} of this run were tuned on: not evidence for its claims.**" if overlap else ""
+    return f"Tuning ({block.get('metric', '')}; {block.get('rule', '')}).{warning}"
+
+
+def _md_table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+
+
+def _html_table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    esc = html.escape
+    cells = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + f"</tr>{cells}</table>"
+
+
 def _measured_text(claim: dict) -> str:
     note = claim.get("note") or ""
     return f"{_fmt(claim['measured'])} ({note})" if note else _fmt(claim["measured"])
@@ -159,7 +222,7 @@ def render_markdown(results: list[dict], stamp: str) -> str:
         for c in r["claims"]:
             lines.append(f"| {r['experiment']} | `{c['id']}` | {_md_cell(c['statement'])} | {_md_cell(c['paper'])} "
                          f"| {_md_cell(_measured_text(c))} | {_md_cell(c['threshold'])} "
-                         f"| {'**FAIL**' if _verdict(c) == 'FAIL' else _verdict(c)}{_smoke_mark(r)} |")
+                         f"| {'**FAIL**' if _verdict(c) == 'FAIL' else _verdict(c)}{_smoke_mark(r)}{_mixed_mark(r, c)} |")
     for r in results:
         p, t = _counts([r])
         smoke = "" if is_evidence(r) else f" ({SMOKE_NOTE})"
@@ -167,6 +230,11 @@ def render_markdown(results: list[dict], stamp: str) -> str:
                   f"{r['paper']}. Preset `{r['preset']}`{smoke}, seeds {r['seeds']}, {r['wall_s']:.0f} s; "
                   f"{p}/{t} claims passed.", ""]
         lines += [f"![{Path(f).stem}]({f})" for f in r["_figures"]]
+        if r.get("tuning"):
+            lines += ["", _tuning_caption(r), "", *_md_table(TUNING_HEAD, tuning_rows(r))]
+        if r.get("convergence"):
+            lines += ["", "Convergence of the compared arms (training loss, fitted over the last 10 % of steps):", "",
+                      *_md_table(CONVERGENCE_HEAD, convergence_rows(r))]
         lines += ["", "<details><summary>config and environment</summary>", "", "```json",
                   json.dumps({"config": r["config"], "env": r["env"]}, indent=2), "```", "", "</details>"]
     return "\n".join(lines) + "\n"
@@ -216,6 +284,8 @@ def render_html(results: list[dict], stamp: str, out_dir: Path | None = None) ->
             status = f'<span class="{"na" if verdict == "n/a" else verdict.lower()}">{verdict}</span>'
             if not is_evidence(r):
                 status += ' <span class="smoke">(smoke)</span>'
+            if _mixed_mark(r, c):
+                status += f' <span class="fail">{esc(_mixed_mark(r, c).strip())}</span>'
             rows.append(f"<tr><td><a href='#{esc(r['experiment'])}'>{esc(r['experiment'])}</a></td>"
                         f"<td><code>{esc(c['id'])}</code></td><td>{esc(c['statement'])}</td><td>{esc(c['paper'])}</td>"
                         f"<td class='num'>{esc(_measured_text(c))}</td><td>{esc(c['threshold'])}</td><td>{status}</td></tr>")
@@ -224,11 +294,17 @@ def render_html(results: list[dict], stamp: str, out_dir: Path | None = None) ->
         p, t = _counts([r])
         figures = "".join(_figure_html(out_dir, f) for f in r["_figures"])
         details = esc(json.dumps({"config": r["config"], "env": r["env"]}, indent=2))
+        extra = ""
+        if r.get("tuning"):
+            extra += f"<p>{esc(_tuning_caption(r).replace('**', ''))}</p>" + _html_table(TUNING_HEAD, tuning_rows(r))
+        if r.get("convergence"):
+            extra += ("<p>Convergence of the compared arms (training loss, fitted over the last 10 % of steps):</p>"
+                      + _html_table(CONVERGENCE_HEAD, convergence_rows(r)))
         smoke = "" if is_evidence(r) else f" <span class='smoke'>({esc(SMOKE_NOTE)})</span>"
         sections.append(
             f"<h2 id='{esc(r['experiment'])}'>{esc(r['experiment'])}</h2>"
             f"<p>{esc(r['paper'])}. Preset <code>{esc(r['preset'])}</code>{smoke}, seeds {esc(str(r['seeds']))}, "
-            f"{r['wall_s']:.0f} s; {p}/{t} claims passed.</p><div class='figs'>{figures}</div>"
+            f"{r['wall_s']:.0f} s; {p}/{t} claims passed.</p><div class='figs'>{figures}</div>{extra}"
             f"<details><summary>config and environment</summary><pre>{details}</pre></details>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>tenfold reproduction report</title>"
             f"<style>{_CSS}</style></head><body><h1>tenfold reproduction report</h1>"

@@ -5,7 +5,9 @@ One ``result.json`` per experiment run::
     {"experiment": "tam", "paper": "...", "preset": "quick", "seeds": [0, 1, 2],
      "evidence": true,                 # false at --preset smoke (see SMOKE_NOTE)
      "config": {...}, "claims": [{"id", "statement", "paper", "measured", "threshold", "passed", "note"}, ...],
-     "metrics": {...}, "figures": ["loss.png"], "wall_s": 93.2, "env": {...}}
+     "metrics": {...}, "figures": ["loss.png"], "wall_s": 93.2, "env": {...},
+     "tuning": {...},                  # optional: how each compared arm was tuned (tenfold.tuning.tuning_block)
+     "convergence": {claim_id: {...}}} # optional: each compared arm's convergence (tenfold.train.loop.compare_convergence)
 
 A claim's ``passed`` is ``true``, ``false`` or ``null`` (undecided: its premise was absent); its
 ``note`` says why a value is what it is (e.g. not finite). Results written before ``evidence``

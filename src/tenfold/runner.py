@@ -34,6 +34,7 @@ from tenfold import registry
 from tenfold.experiment import Claim, Evaluation, Experiment, RunContext, fill_claims
 from tenfold.progress import SEND_EVERY_S, ProgressBoard, SeedTracker
 from tenfold.results import RESULT_FILE, default_note, evidence_fields
+from tenfold.tuning import tuning_block
 from tenfold.utils.checkpoint import atomic_write_json
 from tenfold.utils.seeding import seed_everything
 from tenfold.utils.threads import single_thread
@@ -162,6 +163,7 @@ def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path
     records = {s: records[s] for s in seeds}
     evaluation = experiment.evaluate(cfg, records, out_dir)
     claims = _claims(experiment, evaluation)
+    extras = _comparison_fields(experiment, cfg, evaluation, claims)
     result = {
         "experiment": experiment.name,
         "paper": experiment.paper,
@@ -172,6 +174,7 @@ def run_experiment(experiment: Experiment, cfg: Any, preset: str, out_root: Path
         "claims": [c.to_dict() for c in claims],
         "metrics": jsonable(evaluation.metrics),
         "figures": list(evaluation.figures),
+        **extras,
         "wall_s": round(time.perf_counter() - start, 2),
         "env": {**environment(torch_device, count),
                 "cpu_s_per_seed": {str(seed): round(cpu_s[seed], 2) for seed in seeds if seed in cpu_s}},
@@ -328,6 +331,25 @@ def _claims(experiment: Experiment, evaluation: Evaluation) -> list[Claim]:
     for claim in claims:
         claim.note = default_note(claim.measured, claim.note)
     return claims
+
+
+def _comparison_fields(experiment: Experiment, cfg: Any, evaluation: Evaluation, claims: list[Claim]) -> dict:
+    """result.json's ``tuning`` block (experiments with a tuning spec) and ``convergence`` block (claims
+    whose evaluation measured it); a claim whose arms are mixed gets a note naming the arm still improving."""
+    extras: dict[str, Any] = {}
+    if experiment.tuning is not None:
+        extras["tuning"] = jsonable(tuning_block(experiment.tuning, cfg, list(cfg.seeds)))
+    unknown = sorted(set(evaluation.convergence) - set(experiment.claim_ids))
+    if unknown:
+        raise RunError(f"{experiment.name}: convergence reported for undeclared claims {unknown}")
+    if evaluation.convergence:
+        extras["convergence"] = jsonable(evaluation.convergence)
+    for claim in claims:
+        entry = evaluation.convergence.get(claim.id)
+        if entry and entry.get("mixed"):
+            flag = f"arms still improving at the end: {', '.join(entry['still_improving'])}; the others converged"
+            claim.note = f"{claim.note}; {flag}" if claim.note else flag
+    return extras
 
 
 def environment(device: torch.device, workers: int) -> dict:
