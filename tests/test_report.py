@@ -92,3 +92,23 @@ def test_smoke_results_are_marked_and_left_out_of_the_count(tmp_path):
     assert "| beta | `beta.claim` |" in text and "**FAIL** (smoke) |" in text
     html = (tmp_path / "report.html").read_text()
     assert "class='caveat'" in html and '<span class="smoke">(smoke)</span>' in html
+
+
+def test_report_shows_compute_matched_baselines_only_where_results_have_them(tmp_path):
+    _fixture_result(tmp_path / "alpha", "alpha", True, 0.7)
+    text = write_report(tmp_path).read_text()
+    assert "Compute-matched" not in text
+    result = json.loads((tmp_path / "alpha" / "result.json").read_text())
+    stats = {"std": 0.0, "per_seed": [0.0]}
+    result["metrics"]["compute_matched"] = [{
+        "comparison": "A vs B", "metric": "accuracy", "better": "higher",
+        "method": {"arm": "a", "mean": 0.91, **stats}, "baseline": {"arm": "b", "mean": 0.82, **stats},
+        "matched_baseline": {"arm": "b_matched", "mean": 0.94, **stats}, "cost_ratio": 4.0,
+        "budget": "B makes 4 updates | per batch", "method_advantage": -0.03, "method_advantage_same_steps": 0.09}]
+    (tmp_path / "alpha" / "result.json").write_text(json.dumps(result))
+    text = write_report(tmp_path).read_text()
+    assert "## Compute-matched baselines (reported, not claims)" in text
+    assert ("| alpha | A vs B | accuracy (higher is better) | 0.91 (a) | 0.82 (b) | 0.94 (b_matched) | -0.03 "
+            "| ×4: B makes 4 updates \\| per batch |") in text
+    html = (tmp_path / "report.html").read_text()
+    assert "Compute-matched baselines" in html and "<td>0.94 (b_matched)</td>" in html

@@ -3,11 +3,12 @@ scripts, PNG figures beside it) built from the ``result.json`` files of a result
 
 Per experiment the newest result is used; a result.json that cannot be read (truncated, missing
 keys) is named in a warning and left out. The report opens with one table of every claim (our
-statement, the paper's, the measured value, the threshold, PASS/FAIL), then gives each experiment's
-figures (multi-panel figures at full width), how the compared arms were tuned and whether each
-was still improving at the end (a comparison with one arm still improving and another converged is
-flagged in the claim table), config and environment. Results of ``--preset smoke`` are marked as not
-evidence, in the header and in each of their rows.
+statement, the paper's, the measured value, the threshold, PASS/FAIL), then a table of the
+compute-matched baselines that results report (``metrics.compute_matched``, see
+``tenfold.compute_matched``), then gives each experiment's figures (multi-panel figures at full width),
+how the compared arms were tuned and whether each was still improving at the end (a comparison with
+one arm still improving and another converged is flagged in the claim table), config and environment.
+Results of ``--preset smoke`` are marked as not evidence, in the header and in each of their rows.
 """
 
 from __future__ import annotations
@@ -206,6 +207,33 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+MATCHED_HEADER = ("experiment", "comparison", "metric", "method", "baseline, same steps", "baseline, same compute",
+                  "method − matched baseline (+: method better)", "how the budget was matched")
+
+
+def _matched_rows(results: list[dict]) -> list[tuple[str, ...]]:
+    """One row of cells per compute-matched comparison that a result reports (reported, not claims)."""
+    rows = []
+    for r in results:
+        for m in r.get("metrics", {}).get("compute_matched", []):
+            arms = [f"{_fmt(m[key]['mean'])} ({m[key]['arm']})" for key in ("method", "baseline", "matched_baseline")]
+            rows.append((r["experiment"] + _smoke_mark(r), m["comparison"], f"{m['metric']} ({m['better']} is better)",
+                         *arms, f"{m['method_advantage']:+.4g}", f"×{m['cost_ratio']:.3g}: {m['budget']}"))
+    return rows
+
+
+def _matched_markdown(results: list[dict]) -> list[str]:
+    rows = _matched_rows(results)
+    if not rows:
+        return []
+    return ["", "## Compute-matched baselines (reported, not claims)", "", *_md_table(MATCHED_HEADER, rows)]
+
+
+def _matched_html(results: list[dict]) -> str:
+    rows = _matched_rows(results)
+    return f"<h2>Compute-matched baselines (reported, not claims)</h2>{_html_table(MATCHED_HEADER, rows)}" if rows else ""
+
+
 def render_markdown(results: list[dict], stamp: str) -> str:
     counts, caveat = _header(results, "**{0} of {1} claims passed**{undecided} across {n} experiments")
     lines = [
@@ -223,6 +251,7 @@ def render_markdown(results: list[dict], stamp: str) -> str:
             lines.append(f"| {r['experiment']} | `{c['id']}` | {_md_cell(c['statement'])} | {_md_cell(c['paper'])} "
                          f"| {_md_cell(_measured_text(c))} | {_md_cell(c['threshold'])} "
                          f"| {'**FAIL**' if _verdict(c) == 'FAIL' else _verdict(c)}{_smoke_mark(r)}{_mixed_mark(r, c)} |")
+    lines += _matched_markdown(results)
     for r in results:
         p, t = _counts([r])
         smoke = "" if is_evidence(r) else f" ({SMOKE_NOTE})"
@@ -313,4 +342,5 @@ def render_html(results: list[dict], stamp: str, out_dir: Path | None = None) ->
             "the run; a failed claim is reported as failed.</p>"
             + (f"<p class='caveat'><b>Not evidence:</b> {esc(caveat)}</p>" if caveat else "") +
             "<table><tr><th>experiment</th><th>claim</th><th>ours</th><th>the paper</th><th>measured</th>"
-            f"<th>threshold</th><th>result</th></tr>{''.join(rows)}</table>{''.join(sections)}</body></html>\n")
+            f"<th>threshold</th><th>result</th></tr>{''.join(rows)}</table>{_matched_html(results)}"
+            f"{''.join(sections)}</body></html>\n")

@@ -40,3 +40,12 @@ def test_smoke_run_and_evaluate(tmp_path):
     assert [c.id for c in claims] == list(tam.EXPERIMENT.claim_ids)
     assert all((tmp_path / f).exists() for f in evaluation.figures)
     assert 0.0 < evaluation.metrics["shift"]["mean_damping"]["tam@0.02"]["mean"] < 1.0
+
+
+def test_matched_baselines_at_ratio_one_are_the_plain_arms(tmp_path):
+    cfg = dataclasses.replace(tam.PRESETS["smoke"], sgdm_matched_cost=1.0, adamw_matched_cost=1.0)
+    shift = tam._shift(cfg, seed=0)
+    assert shift["matched-sgdm@0.01"]["curve"] == shift["sgdm@0.01"]["curve"]
+    assert shift["matched-adamw@0.003"]["curve"] == shift["adamw@0.003"]["curve"]
+    more = tam._shift(dataclasses.replace(cfg, sgdm_matched_cost=2.15), seed=0)
+    assert more["matched-sgdm@0.01"]["curve"] != shift["sgdm@0.01"]["curve"]

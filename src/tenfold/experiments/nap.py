@@ -8,7 +8,10 @@ Part 1, plasticity (the paper's random-label plasticity benchmark): an MLP
 - ``nap``: ``ln`` + projection after every step (hidden weights to their initial norm, each LN's
   (γ, β) jointly to √128; head free);  ``nap_all``: ``nap`` with the head projected too (report only);
 - optional, report only: ``ln_l2init`` (``ln`` + L2-Init, Kumar et al. 2023) and ``base_sp``
-  (``base`` + Shrink & Perturb, Ash & Adams 2020), from ``tenfold.optim.baselines``.
+  (``base`` + Shrink & Perturb, Ash & Adams 2020), from ``tenfold.optim.baselines``;
+- report only: ``ln_matched``, ``ln`` given NaP's compute: ``matched_cost`` updates per incoming batch
+  on average (NaP's training step with its projection costs that many ``ln`` steps; see
+  ``tenfold.compute_matched``).
 
 The metric is the mean online (pre-update) minibatch accuracy over each task: how fast the network
 fits a new labelling. Per task the run also logs the weight norm (all weight matrices, head
@@ -17,7 +20,8 @@ learning rate η/‖W_l‖ (Adam form).
 
 Part 2, stationary: a small CNN classifies generated 16x16 images of oriented bars in noise, with
 a cosine learning-rate decay; NaP should match the unnormalized baseline (the paper: NaP "recovers
-and in some cases even slightly improves" stationary performance).
+and in some cases even slightly improves" stationary performance). ``base_matched`` (report only)
+trains the baseline for ``stat_matched_cost`` times the steps, NaP's cost per step.
 """
 
 from __future__ import annotations
@@ -35,14 +39,16 @@ from torch import nn
 
 from tenfold import plotting
 from tenfold.analysis.effective_lr import effective_lr
+from tenfold.compute_matched import matched_row, matched_steps, updates_at
 from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, seed_stats
 from tenfold.models.normalized import NormCNN, NormMLP
 from tenfold.optim.nap import NaP
 from tenfold.tasks.streams import RandomLabelStream
 from tenfold.train.loop import fit, warmup_cosine
+from tenfold.utils.checks import check_range
 
-ARMS = ("base", "ln", "nap", "nap_all", "ln_l2init", "base_sp")
-STAT_ARMS = ("base", "ln", "nap")
+ARMS = ("base", "ln", "nap", "nap_all", "ln_l2init", "base_sp", "ln_matched")
+STAT_ARMS = ("base", "ln", "nap", "base_matched")
 
 
 @dataclass
@@ -62,6 +68,9 @@ class Config:
     l2init_strength: float = 1e-2
     sp_shrink: float = 0.999
     sp_noise: float = 0.01  # times each tensor's initial std
+    # compute-matched ln: CPU time of a nap training step (projection included) over an ln step, this
+    # MLP at this batch, one thread, interleaved in one process (1.25, 1.26, 1.25 in three measurements)
+    matched_cost: float = 1.25
     # part 2: stationary CNN
     stat_arms: tuple[str, ...] = STAT_ARMS
     stat_steps: int = 600
@@ -71,6 +80,9 @@ class Config:
     stat_test: int = 2048
     stat_noise: float = 0.35
     stat_channels: tuple[int, ...] = (16, 32)
+    # compute-matched base: CPU time of a nap CNN training step over a base step, measured as matched_cost
+    # (1.16, 1.17, 1.16)
+    stat_matched_cost: float = 1.16
 
 
 PRESETS = {
@@ -104,7 +116,7 @@ CLAIMS = (
 def plasticity_mlp(cfg: Config, arm: str, seed: int) -> NormMLP:
     """The part-1 MLP of ``arm`` (no norm for the base arms, LayerNorm otherwise), initialised from ``seed``."""
     torch.manual_seed(seed)  # the same initial weights in every arm
-    norm = "none" if arm.startswith("base") else "layer"
+    norm = "none" if arm.startswith("base") else "layer"  # ln_matched: layer
     return NormMLP(in_features=cfg.in_features, hidden_features=list(cfg.hidden), out_features=cfg.n_classes,
                    norm=norm, bias_before_norm=cfg.bias_before_norm)
 
@@ -150,6 +162,7 @@ def train_random_labels(cfg: Config, arm: str, seed: int, device: torch.device =
     returns per-task curves."""
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
+    check_range("matched_cost", cfg.matched_cost, 1.0)
     model = plasticity_mlp(cfg, arm, seed).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     before, after = _hooks(cfg, arm, model, seed, device)
@@ -159,20 +172,23 @@ def train_random_labels(cfg: Config, arm: str, seed: int, device: torch.device =
     inputs = stream.x.to(device)  # (n_inputs, in_features), fixed for the whole run
     hits = torch.zeros(cfg.tasks, dtype=torch.long, device=device)  # online hits per task, read back once
     seen = np.zeros(cfg.tasks)
+    ratio = cfg.matched_cost if arm == "ln_matched" else 1.0
     norms, dead, elr = [_weight_norm(model)], [], []
     start = time.process_time()
-    for batch in stream:
+    for step, batch in enumerate(stream):
         x, y = batch.x.to(device), batch.y.to(device)
-        logits = model(x)
-        hits[batch.task] += (logits.detach().argmax(-1) == y).sum()
-        seen[batch.task] += y.numel()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(logits, y).backward()
-        if before is not None:
-            before()
-        opt.step()
-        if after is not None:
-            after()
+        for update in range(updates_at(step, ratio)):  # one, or more for the compute-matched arm
+            logits = model(x)
+            if update == 0:  # online accuracy: before any update on this batch
+                hits[batch.task] += (logits.detach().argmax(-1) == y).sum()
+                seen[batch.task] += y.numel()
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(logits, y).backward()
+            if before is not None:
+                before()
+            opt.step()
+            if after is not None:
+                after()
         if batch.step == cfg.steps_per_task - 1:  # end of a task
             norms.append(_weight_norm(model))
             dead.append(_dead_fraction(model, inputs))
@@ -208,7 +224,9 @@ def oriented_bars(n: int, generator: torch.Generator, *, size: int = 16, noise: 
 
 def train_stationary(cfg: Config, arm: str, seed: int, device: torch.device = torch.device("cpu")) -> dict:
     """One arm of part 2 on ``device``: test accuracy of a small CNN after a cosine-decayed Adam run
-    (images and batch indices drawn on the CPU, identical on every device)."""
+    (images and batch indices drawn on the CPU, identical on every device). ``base_matched`` is
+    ``base`` trained for ``stat_matched_cost`` times the steps (the first ``stat_steps`` batches are
+    ``base``'s, the cosine spans the longer run)."""
     if arm not in STAT_ARMS:
         raise ValueError(f"stat arm must be one of {STAT_ARMS}, got {arm!r}")
     data_gen = torch.Generator().manual_seed(10_000 + seed)
@@ -217,7 +235,7 @@ def train_stationary(cfg: Config, arm: str, seed: int, device: torch.device = to
     x_train, y_train, x_test, y_test = (t.to(device) for t in (x_train, y_train, x_test, y_test))
     torch.manual_seed(seed)
     model = NormCNN(in_channels=1, channels=list(cfg.stat_channels), num_classes=len(BAR_DIRECTIONS),
-                    norm="none" if arm == "base" else "layer", bias_before_norm=cfg.bias_before_norm).to(device)
+                    norm="none" if arm.startswith("base") else "layer", bias_before_norm=cfg.bias_before_norm).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.stat_lr)
     if arm == "nap":
         NaP(model).attach(opt)
@@ -227,13 +245,14 @@ def train_stationary(cfg: Config, arm: str, seed: int, device: torch.device = to
         index = torch.randint(0, cfg.stat_train, (cfg.stat_batch,), generator=batch_gen).to(device)
         return F.cross_entropy(model(x_train[index]), y_train[index])
 
+    steps = matched_steps(cfg.stat_steps, cfg.stat_matched_cost) if arm == "base_matched" else cfg.stat_steps
     start = time.process_time()
-    losses = fit(model, opt, loss_fn, cfg.stat_steps,  # cosine from step 0 to 0 one step after the last, no warm-up
-                 schedule=partial(warmup_cosine, warmup=0, decay_steps=cfg.stat_steps))
+    losses = fit(model, opt, loss_fn, steps,  # cosine from step 0 to 0 one step after the last, no warm-up
+                 schedule=partial(warmup_cosine, warmup=0, decay_steps=steps))
     model.eval()
     with torch.no_grad():
         accuracy = float((model(x_test).argmax(-1) == y_test).float().mean())
-    return {"test_acc": accuracy, "final_train_loss": float(np.mean(losses[-50:])),
+    return {"test_acc": accuracy, "final_train_loss": float(np.mean(losses[-50:])), "steps": steps,
             "cpu_s": time.process_time() - start}
 
 
@@ -288,9 +307,33 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
         "nap.nap-norm-fixed": growth["nap"].mean(),
         "nap.stationary": stat["nap"].mean() - stat["base"].mean(),
     }
+    metrics["compute_matched"] = _compute_matched(cfg, late, stat, last_lo)
     window = f"tasks {last_lo}-{cfg.tasks}"
     notes = {"nap.plasticity": window, "nap.ln-beats-base": window, "nap.no-decay": f"{window} vs tasks 2-4"}
     return Evaluation(measured=measured, notes=notes, metrics=metrics, figures=_figures(cfg, records, arms, online, norm, stat, out_dir))
+
+
+def _compute_matched(cfg: Config, late: dict, stat: dict, last_lo: int) -> list[dict]:
+    """The compute-matched rows: NaP against ln given NaP's compute (plasticity), and against base
+    (stationary), where each arm is present."""
+    rows = []
+    if {"nap", "ln", "ln_matched"} <= set(late):
+        rows.append(matched_row(
+            "NaP vs LayerNorm (plasticity)", f"mean online accuracy, tasks {last_lo}-{cfg.tasks}", "higher",
+            ("nap", seed_stats(late["nap"])), ("ln", seed_stats(late["ln"])),
+            ("ln_matched", seed_stats(late["ln_matched"])), cfg.matched_cost,
+            f"ln makes {cfg.matched_cost:g} updates per incoming batch on average (a second update on a "
+            "share of the batches; online accuracy before the first): the CPU-time ratio of a nap training "
+            "step, projection included, over an ln step, measured once and fixed in the config"))
+    if {"nap", "base", "base_matched"} <= set(stat):
+        rows.append(matched_row(
+            "NaP vs no normalization (stationary CNN)", "test accuracy", "higher",
+            ("nap", seed_stats(stat["nap"])), ("base", seed_stats(stat["base"])),
+            ("base_matched", seed_stats(stat["base_matched"])), cfg.stat_matched_cost,
+            f"base trains {matched_steps(cfg.stat_steps, cfg.stat_matched_cost)} steps against "
+            f"{cfg.stat_steps} (its cosine over all of them): the CPU-time ratio of a nap CNN training step "
+            "over a base step, measured once and fixed in the config"))
+    return rows
 
 
 def _figures(cfg, records, arms, online, norm, stat, out_dir) -> list[str]:

@@ -7,7 +7,10 @@ arXiv 2406.16450), reproduced at CPU scale in two parts:
    dense), and LowRank 32% with self-guided training (cosine α over the first half). Claims: the
    validation loss orders dense < 63% < 32%; SGT's premise (LowRank 32% behind dense over the first
    quarter of training); and, only where the premise holds, self-guided training closes at least a
-   quarter of the gap between LowRank 32% and dense. Loss spikes are counted and reported.
+   quarter of the gap between LowRank 32% and dense. Loss spikes are counted and reported. The guides
+   cost training FLOPs, so LowRank 32% is also trained on more tokens until its counted training FLOPs
+   equal the SGT run's ("structured with more tokens", the paper's compute-matched baseline); where the
+   premise holds, SGT must match or beat it.
 2. FFN throughput at equal width (fc1 → GELU → fc2, fp32, no grad, one thread), dense and LowRank
    timed side by side (interleaved): LowRank 32% must be ≥ 1.5× faster at width 1024 with 8192
    tokens; the crossover where the merged (pre-merged dense) form beats the factored one at few
@@ -23,17 +26,19 @@ import numpy as np
 import torch
 
 from tenfold import plotting
-from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, seed_stats, stack_seeds
+from tenfold.compute_matched import matched_row, matched_steps
+from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, seed_stats
 from tenfold.experiments.structured_ffn_lm import train_gpt_on_text
 from tenfold.train.amp import Amp
 from tenfold.nn.structured import LowRankLinear, StructuredMLP
 from tenfold.utils.bench import BenchRow, compare
 from tenfold.utils.threads import one_thread
 
-ARMS = ("dense", "lowrank63", "lowrank32", "lowrank32_sgt")
+ARMS = ("dense", "lowrank63", "lowrank32", "lowrank32_sgt", "lowrank32_matched")  # matched after SGT: it needs its FLOPs
 ARM_FFN = {"dense": None, "lowrank63": {"kind": "lowrank", "rank_fraction": 0.5},
            "lowrank32": {"kind": "lowrank", "rank_fraction": 0.25},
-           "lowrank32_sgt": {"kind": "lowrank", "rank_fraction": 0.25}}
+           "lowrank32_sgt": {"kind": "lowrank", "rank_fraction": 0.25},
+           "lowrank32_matched": {"kind": "lowrank", "rank_fraction": 0.25}}
 PAPER = ("Wei, Moalla, Pascanu, Gulcehre, 'Building on Efficient Foundations: Effectively Training LLMs with "
          "Structured Feedforward Layers', NeurIPS 2024 (arXiv 2406.16450)")
 
@@ -102,6 +107,13 @@ CLAIMS = (
               "over seeds)",
               "SGT brings 32% LowRank to ~0.4 PPL of dense at 1.3B; smoother, closer to dense (Fig. 3)",
               ">= 0.25", requires="structured-ffn.premise"),
+    ClaimSpec("structured-ffn.sgt-vs-more-tokens", "At equal training FLOPs, LowRank 32% with SGT reaches a "
+              "validation loss no higher than LowRank 32% trained on more tokens (measured: loss(32%, more "
+              "tokens) - loss(32% + SGT), nats, mean over seeds; the longer run's counted FLOPs equal the SGT "
+              "run's, guides included)",
+              "at the same training FLOPs, self-guided training matches or beats structured training with more "
+              "tokens (32% FFN parameters; comparison of dense and structured FFNs at equal FLOPs)",
+              ">= 0", requires="structured-ffn.premise"),
     ClaimSpec("structured-ffn.speedup", "LowRank 32% FFN is at least 1.5x faster than dense at the claim width "
               "and token count (CPU, 1 thread, fp32; FLOP ratio 3.2)",
               "2.6x FFN speed-up with 32% FFN parameters (A100, bf16, 30K tokens)", ">= 1.5"),
@@ -117,7 +129,8 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
              "max_seq_len": cfg.context, "bias": True, "ffn_act": cfg.ffn_act}
     record = {}
     for arm in ctx.progress(ARMS, desc="arms"):
-        train = {"steps": cfg.steps, "batch_size": cfg.batch_size, "context": cfg.context, "lr": cfg.lr,
+        steps = cfg.steps if arm != "lowrank32_matched" else matched_steps(cfg.steps, flop_ratio(record))
+        train = {"steps": steps, "batch_size": cfg.batch_size, "context": cfg.context, "lr": cfg.lr,
                  "sgt": arm.endswith("_sgt"), "sgt_ratio": cfg.sgt_ratio, "sgt_reduce_flop": cfg.sgt_reduce_flop,
                  "sgt_mode": cfg.sgt_mode, "eval_windows": cfg.eval_windows or None, "amp": cfg.amp}
         ffn = None if ARM_FFN[arm] is None else {**ARM_FFN[arm], "act": cfg.ffn_act}
@@ -125,8 +138,14 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
                                    paired_init=cfg.paired_init, device=str(ctx.device), corpus=cfg.corpus)
         record[arm] = {key: result[key] for key in
                        ("losses", "alphas", "val_loss", "spikes", "train_flops", "guide_flops", "params",
-                        "s_per_step", "cpu_s")}
+                        "train_steps", "s_per_step", "cpu_s")}
     return record
+
+
+def flop_ratio(record: dict) -> float:
+    """Counted training FLOPs of the SGT run over plain LowRank 32%'s at the same steps (guides
+    included): the budget factor of LowRank 32% trained on more tokens."""
+    return record["lowrank32_sgt"]["train_flops"] / record["lowrank32"]["train_flops"]
 
 
 def _arm_metric(records: dict[int, dict], arm: str, key: str) -> dict:
@@ -252,14 +271,19 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     }
     premise = premise_gap(cfg, records)
     metrics["premise_early_gap"] = premise
+    metrics["compute_matched"] = [_compute_matched(records, val)]
     measured = {
         "structured-ffn.premise": premise["mean"],
         "structured-ffn.dense-beats-63": mean["lowrank63"] - mean["dense"],
         "structured-ffn.63-beats-32": mean["lowrank32"] - mean["lowrank63"],
         "structured-ffn.sgt-gap": closure,
+        "structured-ffn.sgt-vs-more-tokens": mean["lowrank32_matched"] - mean["lowrank32_sgt"],
         "structured-ffn.speedup": speed["claim_speedup"],
     }
-    notes = {"structured-ffn.speedup": f"width {cfg.claim_width}, {cfg.claim_tokens} tokens"}
+    steps = sorted({records[s]["lowrank32_matched"]["train_steps"] for s in sorted(records)})
+    notes = {"structured-ffn.speedup": f"width {cfg.claim_width}, {cfg.claim_tokens} tokens",
+             "structured-ffn.sgt-vs-more-tokens": f"more tokens: {'/'.join(map(str, steps))} steps against "
+                                                  f"{cfg.steps}"}
     if not np.isfinite(closure):
         mean_gap = float(np.mean(paired["gap"]))
         notes["structured-ffn.sgt-gap"] = f"undefined: mean gap loss(32%) - loss(dense) = {mean_gap:.4f} <= 0"
@@ -267,10 +291,26 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
                       figures=[_loss_figure(cfg, records, out_dir), _speed_figure(cfg, speed, out_dir)])
 
 
+def _compute_matched(records: dict[int, dict], val: dict) -> dict:
+    """SGT against plain LowRank 32% at the same steps and on more tokens at the same counted FLOPs."""
+    seeds = sorted(records)
+    ratios = [flop_ratio(records[s]) for s in seeds]
+    steps = [records[s]["lowrank32_matched"]["train_steps"] for s in seeds]
+    return matched_row(
+        "LowRank 32% + SGT vs LowRank 32%", "validation loss (nats/char)", "lower",
+        ("lowrank32_sgt", val["lowrank32_sgt"]), ("lowrank32", val["lowrank32"]),
+        ("lowrank32_matched", val["lowrank32_matched"]), float(np.mean(ratios)),
+        f"LowRank 32% trains on more tokens ({'/'.join(map(str, steps))} steps per seed against "
+        f"{records[seeds[0]]['lowrank32']['train_steps']}, its schedule over all of them) until its counted "
+        f"training FLOPs equal the SGT run's, guides included (FLOP ratio per seed "
+        f"{', '.join(f'{r:.4f}' for r in ratios)})")
+
+
 def _loss_figure(cfg: Config, records: dict[int, dict], out_dir: Path) -> str:
     fig, ax = plotting.figure(width=6.0)
     for arm in ARMS:
-        losses = stack_seeds({s: records[s][arm] for s in records}, "losses")  # (seeds, steps)
+        shortest = min(len(records[s][arm]["losses"]) for s in records)  # the matched arm's steps vary by seed
+        losses = np.asarray([records[s][arm]["losses"][:shortest] for s in sorted(records)])  # (seeds, steps)
         smooth = _smooth(losses, min(20, losses.shape[1]))
         plotting.band(ax, np.arange(smooth.shape[1]) + (losses.shape[1] - smooth.shape[1]), smooth, label=arm)
     ax.set(xlabel="step", ylabel="training loss (nats/char, 20-step mean)", title=f"character LM on {cfg.corpus}")

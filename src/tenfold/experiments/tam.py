@@ -13,6 +13,8 @@ SGDM -> TAM mapping lr_TAM = 2 lr_SGDM, since E[d] is about 1/2 with noisy gradi
    carried across tasks. Student MLP 20-128-128-10 (ReLU, He init). Metric: mean online
    (pre-update) minibatch accuracy over tasks 2-8. Arms share the init, teachers and minibatch
    stream of their seed (paired seeds). AdamW vs AdaTAM (at 2x AdamW's lr) on the same stream.
+   Compute-matched baselines (report only): SGDM at the claim's lr and AdamW given TAM's and AdaTAM's
+   cost per training step, as extra updates on each incoming batch (see ``tenfold.compute_matched``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import torch
 from torch import nn
 
 from tenfold import plotting
+from tenfold.compute_matched import matched_row, updates_at
 from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, paired_wins, seed_stats
 from tenfold.optim.tam import TAM, AdaTAM
+from tenfold.utils.checks import check_range
 
 
 @dataclass
@@ -58,6 +62,11 @@ class Config:
     adamw_lr: float = 3e-3  # best AdamW lr of {3e-4, 1e-3, 3e-3, 6e-3, 1e-2} on dev seeds 50-55; AdaTAM at lr_factor x
     adamw_weight_decay: float = 1e-2
     window: int = 20  # steps per point of the accuracy and damping curves
+    # compute-matched baselines: CPU time of a whole training step (forward, backward, step) of the student
+    # at batch 16, one thread, interleaved in one process: TAM / SGDM (2.15, 2.18, 2.13 in three
+    # measurements) and AdaTAM / AdamW (1.64, 1.69, 1.68); the baseline makes that many updates per batch
+    sgdm_matched_cost: float = 2.15
+    adamw_matched_cost: float = 1.67
 
 
 PRESETS = {
@@ -155,8 +164,10 @@ def student(cfg: Config, seed: int) -> nn.Module:
     return model
 
 
-def _online(cfg: Config, model: nn.Module, optimizer, stream) -> dict:
-    """Train through every task; return per-step online accuracy and damping, windowed."""
+def _online(cfg: Config, model: nn.Module, optimizer, stream, updates: float = 1.0) -> dict:
+    """Train through every task; return per-step online accuracy and damping, windowed. ``updates``:
+    updates per incoming batch on average (above 1 for a compute-matched baseline; the accuracy is
+    that of the first forward, before any update on the batch)."""
     inputs, labels, index = stream
     steps = cfg.tasks * cfg.steps_per_task
     accuracy = torch.zeros(steps, device=inputs.device)  # read back once, after the last step
@@ -165,11 +176,14 @@ def _online(cfg: Config, model: nn.Module, optimizer, stream) -> dict:
         for step in range(cfg.steps_per_task):
             batch = index[task, step]
             x, y = inputs[task, batch], labels[task, batch]
-            logits = model(x)
-            accuracy[task * cfg.steps_per_task + step] = (logits.argmax(dim=1) == y).float().mean().detach()
-            optimizer.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(logits, y).backward()
-            optimizer.step()
+            t = task * cfg.steps_per_task + step
+            for update in range(updates_at(t, updates)):
+                logits = model(x)
+                if update == 0:
+                    accuracy[t] = (logits.argmax(dim=1) == y).float().mean().detach()
+                optimizer.zero_grad(set_to_none=True)
+                nn.functional.cross_entropy(logits, y).backward()
+                optimizer.step()
             dampings.append(getattr(optimizer, "last_damping", None))
     accuracy = accuracy.cpu()
     after_first = accuracy[cfg.steps_per_task:]
@@ -188,10 +202,10 @@ def _shift(cfg: Config, seed: int, device: torch.device = torch.device("cpu")) -
     init = student(cfg, seed)
     arms = {}
 
-    def run(name, make):
+    def run(name, make, updates=1.0):
         model = student(cfg, seed).to(device)
         model.load_state_dict(init.state_dict())
-        arms[name] = _online(cfg, model, make(model.parameters()), stream)
+        arms[name] = _online(cfg, model, make(model.parameters()), stream, updates)
 
     for lr in cfg.sgdm_lrs:
         run(f"sgdm@{lr:g}", lambda p, lr=lr: torch.optim.SGD(p, lr=lr, momentum=cfg.momentum))
@@ -201,7 +215,17 @@ def _shift(cfg: Config, seed: int, device: torch.device = torch.device("cpu")) -
     run(f"adamw@{cfg.adamw_lr:g}", lambda p: torch.optim.AdamW(p, lr=cfg.adamw_lr, weight_decay=wd))
     ada_lr = cfg.adamw_lr * cfg.lr_factor
     run(f"adatam@{ada_lr:g}", lambda p: AdaTAM(p, lr=ada_lr, decay=cfg.decay, weight_decay=wd))
+    lr = cfg.mapped_sgdm_lr
+    run(matched_arm("sgdm", lr), lambda p: torch.optim.SGD(p, lr=lr, momentum=cfg.momentum), cfg.sgdm_matched_cost)
+    run(matched_arm("adamw", cfg.adamw_lr), lambda p: torch.optim.AdamW(p, lr=cfg.adamw_lr, weight_decay=wd),
+        cfg.adamw_matched_cost)
     return arms
+
+
+def matched_arm(optimizer: str, lr: float) -> str:
+    """The name of a compute-matched baseline arm (not prefixed by the optimizer's name, so that the
+    per-optimizer lookups by prefix never pick it)."""
+    return f"matched-{optimizer}@{lr:g}"
 
 
 def run_seed(cfg: Config, ctx: RunContext) -> dict:
@@ -209,6 +233,8 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
         raise ValueError("mapped_sgdm_lr must be one of sgdm_lrs and quad_damping_lr one of quad_lrs")
     if cfg.steps_per_task % cfg.window or cfg.tasks < 2:
         raise ValueError("steps_per_task must be a multiple of window, and tasks >= 2")
+    check_range("sgdm_matched_cost", cfg.sgdm_matched_cost, 1.0)
+    check_range("adamw_matched_cost", cfg.adamw_matched_cost, 1.0)
     return {"quadratic": _quadratic(cfg, ctx.seed, ctx.device), "shift": _shift(cfg, ctx.seed, ctx.device)}
 
 
@@ -264,6 +290,27 @@ def _shift_metrics(cfg: Config, records: dict) -> dict:
             "mean_damping": damping}
 
 
+def _compute_matched(cfg: Config, shift: dict) -> list[dict]:
+    """The compute-matched rows: TAM against SGDM at the claim's pair, AdaTAM against AdamW, each
+    baseline also given the method's cost per training step."""
+    acc = shift["online_accuracy"]
+    rows = []
+    for method, name, baseline, optimizer, base_lr, ratio in (
+            ("tam", "TAM", "sgdm", "SGDM", cfg.mapped_sgdm_lr, cfg.sgdm_matched_cost),
+            ("adatam", "AdaTAM", "adamw", "AdamW", cfg.adamw_lr, cfg.adamw_matched_cost)):
+        method_arm, baseline_arm = f"{method}@{base_lr * cfg.lr_factor:g}", f"{baseline}@{base_lr:g}"
+        matched = matched_arm(baseline, base_lr)
+        if matched not in acc:
+            continue
+        rows.append(matched_row(
+            f"{name} vs {optimizer}", "mean online accuracy, tasks 2 to the last", "higher",
+            (method_arm, acc[method_arm]), (baseline_arm, acc[baseline_arm]), (matched, acc[matched]), ratio,
+            f"{optimizer} at lr {base_lr:g} makes {ratio:g} updates per incoming batch on average (online "
+            f"accuracy before the first): the CPU-time ratio of a whole training step of the student, {name} "
+            f"over {optimizer}, measured once and fixed in the config"))
+    return rows
+
+
 def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation:
     quad, shift = _quadratic_metrics(cfg, records), _shift_metrics(cfg, records)
     arms = quad["arms"]
@@ -287,7 +334,7 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
         arm["per_seed"] = arm["per_seed"].tolist()
     figures = [_plot_quadratic(cfg, quad, out_dir), _plot_online(cfg, records, out_dir),
                _plot_damping(cfg, records, out_dir)]
-    metrics = {"quadratic": quad, "shift": shift,
+    metrics = {"quadratic": quad, "shift": shift, "compute_matched": _compute_matched(cfg, shift),
                "largest_stable_lr": {"sgdm": sgdm_star, "tam_sgdm_equivalent": tam_star,
                                      "tam_raw": quad["tam_largest_stable_raw_lr"]}}
     return Evaluation(measured=measured, notes=notes, metrics=metrics, figures=figures)
