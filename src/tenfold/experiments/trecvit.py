@@ -562,6 +562,6 @@ TUNING = TuningSpec(
 
 EXPERIMENT = Experiment(
     name="trecvit", paper="TRecViT: A Recurrent Video Transformer (arXiv 2412.14294)", presets=PRESETS,
-    run_seed=run_seed, evaluate=evaluate, quick_minutes=3.5, claims=CLAIMS,
+    run_seed=run_seed, evaluate=evaluate, quick_minutes=5.0, claims=CLAIMS,
     devices=("cpu", "cuda"), tuning=TUNING,
 )
