@@ -250,7 +250,8 @@ def render_markdown(results: list[dict], stamp: str) -> str:
         for c in r["claims"]:
             lines.append(f"| {r['experiment']} | `{c['id']}` | {_md_cell(c['statement'])} | {_md_cell(c['paper'])} "
                          f"| {_md_cell(_measured_text(c))} | {_md_cell(c['threshold'])} "
-                         f"| {'**FAIL**' if _verdict(c) == 'FAIL' else _verdict(c)}{_smoke_mark(r)}{_mixed_mark(r, c)} |")
+                         f"| {'**FAIL**' if _verdict(c) == 'FAIL' else _verdict(c)}"
+                         f"{_smoke_mark(r)}{_mixed_mark(r, c)} |")
     lines += _matched_markdown(results)
     for r in results:
         p, t = _counts([r])

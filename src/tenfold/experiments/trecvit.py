@@ -93,10 +93,11 @@ class Config:
 
 
 PRESETS = {
-    "smoke": Config(seeds=(0,), steps=3, count_steps=3, baseline_steps=4, eval_clips=64, memory_steps=2, efficiency_frames=(8, 16),
-                    paper_scale=False, stream_frames=24, stream_points=4, stream_repeats=1),
+    "smoke": Config(seeds=(0,), steps=3, count_steps=3, baseline_steps=4, eval_clips=64, memory_steps=2,
+                    efficiency_frames=(8, 16), paper_scale=False, stream_frames=24, stream_points=4, stream_repeats=1),
     "quick": Config(),
-    "full": Config(seeds=(0, 1, 2, 3, 4), steps=600, count_steps=800, baseline_steps=2400, eval_clips=1024, memory_frames=16,
+    "full": Config(seeds=(0, 1, 2, 3, 4), steps=600, count_steps=800, baseline_steps=2400, eval_clips=1024,
+                   memory_frames=16,
                    memory_steps=400,
                    no_time_tasks=("direction", "count"),
                    efficiency_frames=(8, 16, 32, 64, 128, 256), stream_frames=512),
@@ -239,8 +240,8 @@ def train(model, task: str, cfg: Config, frames: int, steps: int, seed: int, lr:
     losses = fit(model, optimizer, loss_fn, steps, clip=cfg.clip_norm,
                  schedule=partial(warmup_cosine, warmup=warmup, decay_steps=max(0, steps - warmup)))
     cpu_s = time.process_time() - start
-    return {**evaluate_model(model, task, cfg, frames, eval_seed), "losses": losses, "cpu_s_per_step": cpu_s / max(1, steps),
-            "params": count_parameters(model)}
+    return {**evaluate_model(model, task, cfg, frames, eval_seed), "losses": losses,
+            "cpu_s_per_step": cpu_s / max(1, steps), "params": count_parameters(model)}
 
 
 def run_tasks(cfg: Config, ctx: RunContext) -> dict:
