@@ -22,7 +22,7 @@ def bench(quick: bool = True) -> list[BenchRow]:
 
     def stepper(arm: str):
         model = plasticity_mlp(cfg, arm, 0)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_ln)
         proj = NaP(model) if arm == "nap" else None
 
         def step():

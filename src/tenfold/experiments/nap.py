@@ -44,7 +44,8 @@ from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, se
 from tenfold.models.normalized import NormCNN, NormMLP
 from tenfold.optim.nap import NaP
 from tenfold.tasks.streams import RandomLabelStream
-from tenfold.train.loop import fit, warmup_cosine
+from tenfold.train.loop import compare_convergence, fit, warmup_cosine
+from tenfold.tuning import ArmTuning, TuningSpec
 from tenfold.utils.checks import check_range
 
 ARMS = ("base", "ln", "nap", "nap_all", "ln_l2init", "base_sp", "ln_matched")
@@ -63,7 +64,11 @@ class Config:
     hidden: tuple[int, ...] = (128, 128)
     n_classes: int = 10
     batch_size: int = 64
-    lr: float = 3e-3
+    # each compared arm's Adam lr, chosen from one grid on development seeds (TUNING below); the
+    # report-only arms take their parent's (nap_all: nap; ln_l2init, ln_matched: ln; base_sp: base)
+    lr_base: float = 1e-3
+    lr_ln: float = 3e-3
+    lr_nap: float = 3e-3
     bias_before_norm: bool = False
     l2init_strength: float = 1e-2
     sp_shrink: float = 0.999
@@ -74,7 +79,9 @@ class Config:
     # part 2: stationary CNN
     stat_arms: tuple[str, ...] = STAT_ARMS
     stat_steps: int = 600
-    stat_lr: float = 3e-3
+    stat_lr: float = 3e-3  # the report-only ln arm's (not tuned)
+    stat_lr_base: float = 1e-2  # the compared arms' (and base_matched's), tuned as lr_* above
+    stat_lr_nap: float = 3e-2
     stat_batch: int = 64
     stat_train: int = 2048
     stat_test: int = 2048
@@ -92,10 +99,14 @@ PRESETS = {
 }
 
 
-CLAIMS = (
-    ClaimSpec("nap.plasticity", "NaP's mean online accuracy on the last five tasks exceeds LayerNorm's by >= 0.05",
+CLAIMS = (  # thresholds as fixed before the first runs; the statements name the tuning and the shared budgets
+    ClaimSpec("nap.plasticity", "NaP's mean online accuracy on the last five tasks exceeds LayerNorm's by >= 0.05, "
+              "each arm's lr chosen from one grid on development seeds; the arms share the benchmark's fixed "
+              "budget of `steps_per_task` steps per task on purpose",
               "NaP stays plastic where LayerNorm alone slowly loses plasticity (random-label benchmark)", ">= 0.05"),
-    ClaimSpec("nap.ln-beats-base", "LayerNorm's mean online accuracy on the last five tasks exceeds no-norm's by >= 0.2",
+    ClaimSpec("nap.ln-beats-base", "LayerNorm's mean online accuracy on the last five tasks exceeds no-norm's by "
+              ">= 0.2, each arm's lr chosen from one grid on development seeds; the arms share the benchmark's "
+              "fixed budget of `steps_per_task` steps per task on purpose",
               "normalization alone already mitigates plasticity loss", ">= 0.2"),
     ClaimSpec("nap.no-decay", "NaP's last-five-tasks mean is within 0.02 of (or above) its tasks 2-4 mean",
               "with NaP the effective learning rate is constant, so performance on new tasks does not decay",
@@ -104,7 +115,9 @@ CLAIMS = (
               "parameter-norm growth is the hidden effective-learning-rate decay of normalized nets", "> 1.5"),
     ClaimSpec("nap.nap-norm-fixed", "NaP's total weight norm (free head included) grows less than 1.1x",
               "NaP fixes the parameter norm (the free head aside)", "< 1.1"),
-    ClaimSpec("nap.stationary", "On a stationary CNN task NaP's test accuracy is no more than 0.03 below no-norm's",
+    ClaimSpec("nap.stationary", "On a stationary CNN task NaP's test accuracy is no more than 0.03 below no-norm's, "
+              "each arm's lr chosen from one grid on development seeds; both share a fixed budget of `stat_steps` "
+              "cosine-decayed steps on purpose",
               "NaP recovers and in some cases slightly improves the base model's performance on stationary benchmarks",
               ">= -0.03"),
 )
@@ -157,6 +170,19 @@ def _hooks(cfg: Config, arm: str, model: nn.Module, seed: int, device: torch.dev
     return None, None
 
 
+PARENT = {"nap_all": "nap", "ln_l2init": "ln", "ln_matched": "ln", "base_sp": "base"}  # whose lr an arm takes
+
+
+def arm_lr(cfg: Config, arm: str) -> float:
+    """Part 1's Adam learning rate of ``arm``: its own tuned value, or its parent's for a report-only arm."""
+    return getattr(cfg, f"lr_{PARENT.get(arm, arm)}")
+
+
+def stat_arm_lr(cfg: Config, arm: str) -> float:
+    """Part 2's Adam learning rate of ``arm``: tuned for base (and base_matched) and nap, ``stat_lr`` for ln."""
+    return cfg.stat_lr if arm == "ln" else getattr(cfg, f"stat_lr_{arm.removesuffix('_matched')}")
+
+
 def train_random_labels(cfg: Config, arm: str, seed: int, device: torch.device = torch.device("cpu")) -> dict:
     """One arm of part 1 on ``device`` (the stream is drawn on the CPU, identical on every device);
     returns per-task curves."""
@@ -164,7 +190,8 @@ def train_random_labels(cfg: Config, arm: str, seed: int, device: torch.device =
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
     check_range("matched_cost", cfg.matched_cost, 1.0)
     model = plasticity_mlp(cfg, arm, seed).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    lr = arm_lr(cfg, arm)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
     before, after = _hooks(cfg, arm, model, seed, device)
     stream = RandomLabelStream(n=cfg.n_inputs, in_features=cfg.in_features, n_classes=cfg.n_classes,
                                n_tasks=cfg.tasks, steps_per_task=cfg.steps_per_task, batch_size=cfg.batch_size,
@@ -172,6 +199,7 @@ def train_random_labels(cfg: Config, arm: str, seed: int, device: torch.device =
     inputs = stream.x.to(device)  # (n_inputs, in_features), fixed for the whole run
     hits = torch.zeros(cfg.tasks, dtype=torch.long, device=device)  # online hits per task, read back once
     seen = np.zeros(cfg.tasks)
+    losses = torch.zeros(cfg.tasks * cfg.steps_per_task, device=device)  # each batch's loss before its update
     ratio = cfg.matched_cost if arm == "ln_matched" else 1.0
     norms, dead, elr = [_weight_norm(model)], [], []
     start = time.process_time()
@@ -182,8 +210,11 @@ def train_random_labels(cfg: Config, arm: str, seed: int, device: torch.device =
             if update == 0:  # online accuracy: before any update on this batch
                 hits[batch.task] += (logits.detach().argmax(-1) == y).sum()
                 seen[batch.task] += y.numel()
+            loss = F.cross_entropy(logits, y)
+            if update == 0:
+                losses[step] = loss.detach()
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(logits, y).backward()
+            loss.backward()
             if before is not None:
                 before()
             opt.step()
@@ -192,11 +223,12 @@ def train_random_labels(cfg: Config, arm: str, seed: int, device: torch.device =
         if batch.step == cfg.steps_per_task - 1:  # end of a task
             norms.append(_weight_norm(model))
             dead.append(_dead_fraction(model, inputs))
-            elr.append([effective_lr(m.weight, cfg.lr, "adam") for m in _hidden_linears(model)])
+            elr.append([effective_lr(m.weight, lr, "adam") for m in _hidden_linears(model)])
     with np.errstate(invalid="ignore", divide="ignore"):
         online = (hits.cpu().numpy() / seen).tolist()
-    return {"online": online, "norm": norms, "dead": dead, "elr": elr,
-            "cpu_s": time.process_time() - start}
+    per_task = losses.view(cfg.tasks, cfg.steps_per_task)  # (tasks, steps_per_task)
+    return {"online": online, "norm": norms, "dead": dead, "elr": elr, "cpu_s": time.process_time() - start,
+            "task_loss": per_task.mean(dim=1).tolist(), "last_task_loss": per_task[-1].tolist()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,7 +268,7 @@ def train_stationary(cfg: Config, arm: str, seed: int, device: torch.device = to
     torch.manual_seed(seed)
     model = NormCNN(in_channels=1, channels=list(cfg.stat_channels), num_classes=len(BAR_DIRECTIONS),
                     norm="none" if arm.startswith("base") else "layer", bias_before_norm=cfg.bias_before_norm).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.stat_lr)
+    opt = torch.optim.Adam(model.parameters(), lr=stat_arm_lr(cfg, arm))
     if arm == "nap":
         NaP(model).attach(opt)
     batch_gen = torch.Generator().manual_seed(20_000 + seed)
@@ -253,7 +285,7 @@ def train_stationary(cfg: Config, arm: str, seed: int, device: torch.device = to
     with torch.no_grad():
         accuracy = float((model(x_test).argmax(-1) == y_test).float().mean())
     return {"test_acc": accuracy, "final_train_loss": float(np.mean(losses[-50:])), "steps": steps,
-            "cpu_s": time.process_time() - start}
+            "cpu_s": time.process_time() - start, "losses": losses}
 
 
 def run_seed(cfg: Config, ctx: RunContext) -> dict:
@@ -310,7 +342,33 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     metrics["compute_matched"] = _compute_matched(cfg, late, stat, last_lo)
     window = f"tasks {last_lo}-{cfg.tasks}"
     notes = {"nap.plasticity": window, "nap.ln-beats-base": window, "nap.no-decay": f"{window} vs tasks 2-4"}
-    return Evaluation(measured=measured, notes=notes, metrics=metrics, figures=_figures(cfg, records, arms, online, norm, stat, out_dir))
+    return Evaluation(measured=measured, notes=notes, metrics=metrics,
+                      convergence=comparison_convergence(cfg, records, late, stat),
+                      figures=_figures(cfg, records, arms, online, norm, stat, out_dir))
+
+
+def comparison_convergence(cfg: Config, records: dict[int, dict], late: dict, stat: dict) -> dict:
+    """The convergence of each compared arm (training loss over the last 10 % of its steps), per claim.
+    Part 1 takes each arm's last task (the benchmark restarts the loss at every task, so a window across
+    task boundaries would fit the saw-tooth); part 2 the whole cosine-decayed run, with ``base_matched``
+    (more steps) for reference. Both parts share their budgets on purpose."""
+    def last_task(arm: str) -> list[list[float]]:
+        return [records[s][arm]["last_task_loss"] for s in sorted(records)]
+
+    def stationary(arm: str) -> list[list[float]]:
+        return [records[s]["stationary"][arm]["losses"] for s in sorted(records)]
+
+    out = {}
+    for claim, pair in (("nap.plasticity", ("nap", "ln")), ("nap.ln-beats-base", ("ln", "base"))):
+        if set(pair) <= set(late):
+            out[claim] = compare_convergence({arm: last_task(arm) for arm in pair}, shared_budget=True,
+                                             scores={arm: float(late[arm].mean()) for arm in pair})
+    if {"nap", "base"} <= set(stat):
+        reference = {"base_matched": stationary("base_matched")} if "base_matched" in stat else {}
+        out["nap.stationary"] = compare_convergence(
+            {arm: stationary(arm) for arm in ("nap", "base")}, shared_budget=True, reference=reference,
+            scores={arm: float(stat[arm].mean()) for arm in stat})
+    return out
 
 
 def _compute_matched(cfg: Config, late: dict, stat: dict, last_lo: int) -> list[dict]:
@@ -374,9 +432,63 @@ def _figures(cfg, records, arms, online, norm, stat, out_dir) -> list[str]:
     return names
 
 
+# ------------------------------------------------------------------------------------------------
+# tuning: each compared arm's lr from one grid, on development seeds
+# ------------------------------------------------------------------------------------------------
+
+STAT_PREFIX = "stat_"  # tuning arms of part 2 ("stat_base", "stat_nap"); part 1's are the arm names
+
+
+def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
+    """One tuning trial on development seed ``seed`` (the CPU). Part 1 (``base``, ``ln``, ``nap``): the
+    claim's score on that seed's own stream, the mean online accuracy over the last five tasks; ``loss``
+    the mean training loss of the last task. Part 2 (``stat_base``, ``stat_nap``): test accuracy on the
+    seed's own generated test set; ``loss`` the final training loss."""
+    if arm.startswith(STAT_PREFIX):
+        out = train_stationary(cfg, arm.removeprefix(STAT_PREFIX), seed)
+        return {"score": out["test_acc"], "loss": out["final_train_loss"]}
+    out = train_random_labels(cfg, arm, seed)
+    last = out["online"][max(0, cfg.tasks - 5):]
+    return {"score": sum(last) / len(last), "loss": out["task_loss"][-1]}
+
+
+LR_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+STAT_LR_GRID = (*LR_GRID, 1e-1)
+TUNING = TuningSpec(
+    fields={**{arm: {"lr": f"lr_{arm}"} for arm in ("base", "ln", "nap")},
+            **{f"{STAT_PREFIX}{arm}": {"lr": f"stat_lr_{arm}"} for arm in ("base", "nap")}},
+    trial=tune_trial,
+    metric="part 1: mean online accuracy over the last five tasks on the development seed's stream; "
+           "part 2 (stat_*): test accuracy on the development seed's generated test set",
+    record={  # `tenfold tune nap --arm ARM --grid lr=... --seeds 1000,1001 --preset quick`
+        "base": ArmTuning(grid={"lr": LR_GRID}, seeds=(1000, 1001), preset="quick",
+                          scores={"lr=0.0003": 0.337365, "lr=0.001": 0.401885, "lr=0.003": 0.189802,
+                                  "lr=0.01": 0.140385, "lr=0.03": 0.124594},
+                          chosen={"lr": 0.001}),
+        "ln": ArmTuning(grid={"lr": LR_GRID}, seeds=(1000, 1001), preset="quick",
+                        scores={"lr=0.0003": 0.32076, "lr=0.001": 0.598865, "lr=0.003": 0.722042,
+                                "lr=0.01": 0.559521, "lr=0.03": 0.124646},
+                        chosen={"lr": 0.003}),
+        "nap": ArmTuning(grid={"lr": LR_GRID}, seeds=(1000, 1001), preset="quick",
+                         scores={"lr=0.0003": 0.327406, "lr=0.001": 0.663594, "lr=0.003": 0.848854,
+                                 "lr=0.01": 0.811781, "lr=0.03": 0.124583},
+                         chosen={"lr": 0.003}),
+        # part 2: the first grid's top point (3e-2) won for NaP, so the grid was extended to 1e-1 for both arms
+        "stat_base": ArmTuning(grid={"lr": STAT_LR_GRID}, seeds=(1000, 1001), preset="quick",
+                               scores={"lr=0.0003": 0.520752, "lr=0.001": 0.75, "lr=0.003": 0.830811,
+                                       "lr=0.01": 0.89209, "lr=0.03": 0.634521, "lr=0.1": 0.51709},
+                               chosen={"lr": 0.01}),
+        "stat_nap": ArmTuning(grid={"lr": STAT_LR_GRID}, seeds=(1000, 1001), preset="quick",
+                              scores={"lr=0.0003": 0.543457, "lr=0.001": 0.770508, "lr=0.003": 0.828857,
+                                      "lr=0.01": 0.882812, "lr=0.03": 0.932129, "lr=0.1": 0.930176},
+                              chosen={"lr": 0.03}),
+    },
+)
+
+
 EXPERIMENT = Experiment(
     name="nap",
     paper="Lyle et al., Normalization and effective learning rates in reinforcement learning (NeurIPS 2024, arXiv 2407.01800)",
     presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=2.5, claims=CLAIMS,
-    devices=("cpu", "cuda"),
+    devices=("cpu", "cuda"), tuning=TUNING,
 )
