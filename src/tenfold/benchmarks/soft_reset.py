@@ -22,9 +22,9 @@ def bench(quick: bool = True) -> list[BenchRow]:
     rows = []
     for name, factory in (("soft-reset", lambda m: make_soft_reset(cfg, m, 0)),
                           ("bayesian-soft-reset", lambda m: BayesianSoftResetProximal(
-                              m.named_parameters(), lr=cfg.lr, s=cfg.s, sigma0="he_normal"))):
+                              m.named_parameters(), lr=cfg.lr_soft, s=cfg.s, sigma0="he_normal"))):
         base_model, soft_model = make_model(cfg, 0), make_model(cfg, 0)
-        sgd, soft = torch.optim.SGD(base_model.parameters(), lr=cfg.lr), factory(soft_model)
+        sgd, soft = torch.optim.SGD(base_model.parameters(), lr=cfg.lr_sgd), factory(soft_model)
 
         def sgd_step():
             online_closure(base_model, sgd, x, y, [1])()
