@@ -3,9 +3,9 @@
 Protocol (a CPU-sized version of Kumar et al.'s random-label plasticity benchmark, as in the paper): 256
 fixed Gaussian inputs in R^32; every task draws fresh labels in {0..9} for all of them; tasks of
 ``steps_per_task`` online steps with batches of 32; an MLP 32-256-256-10 (ReLU, He-normal weights,
-PyTorch-default biases) trained by plain SGD (each compared arm's lr tuned on development seeds). Metric: average online task accuracy, the
-accuracy of each incoming batch at θ_t before any drift or update, averaged within a task, then over
-tasks (also over the first and last five tasks).
+PyTorch-default biases) trained by plain SGD (each compared arm's lr tuned on development seeds).
+Metric: average online task accuracy, the accuracy of each incoming batch at θ_t before any drift or
+update, averaged within a task, then over tasks (also over the first and last five tasks).
 
 Arms: online SGD; hard reset at the true boundaries (an oracle); L2-Init; Shrink & Perturb (a small
 grid, best reported); Soft Reset (SGD variant); a compute-matched SGD arm
@@ -83,8 +83,8 @@ CLAIMS = (  # thresholds fixed before any run; the statements name the tuning an
               "Soft Reset beats online SGD on the plasticity benchmarks (Fig. 2); no number quoted", ">= 0.05"),
     ClaimSpec("soft-reset.matches-hard", "Soft Reset is at least as good as hard resets at the true boundaries "
               "(an oracle), within 0.01, each arm's lr chosen from one grid on development seeds; the arms share "
-              "the benchmark's fixed budget of `steps_per_task` incoming batches per task on purpose", "Soft Reset beats Hard Reset on the plasticity benchmarks (Fig. 2)",
-              ">= -0.01"),
+              "the benchmark's fixed budget of `steps_per_task` incoming batches per task on purpose",
+              "Soft Reset beats Hard Reset on the plasticity benchmarks (Fig. 2)", ">= -0.01"),
     ClaimSpec("soft-reset.sgd-loses-plasticity", "Online SGD loses plasticity: mean accuracy of its first five "
               "tasks minus its last five is positive", "loss of plasticity under non-stationarity (Sec. 1)", "> 0"),
     ClaimSpec("soft-reset.gamma-dips-at-boundaries", "γ dips at task boundaries: the mid-task mean γ minus the mean "
