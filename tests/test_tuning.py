@@ -199,3 +199,11 @@ def test_every_tuned_arm_runs_at_its_chosen_values_in_quick_and_full(name):
             cfg = exp.config(preset)
             used = {param: getattr(cfg, field) for param, field in exp.tuning.fields[arm].items()}
             assert used == pytest.approx(record.chosen), (name, preset, arm)
+
+
+def test_final_loss_is_the_mean_of_the_last_tenth_of_steps():
+    from tenfold.tuning import final_loss
+    assert final_loss([9.0] * 90 + [1.0] * 5 + [3.0] * 5) == 2.0  # the last 10 of 100 steps
+    assert final_loss([5.0, 4.0, 2.0]) == 2.0  # at least one step
+    with pytest.raises(ValueError, match="at least one step"):
+        final_loss([])

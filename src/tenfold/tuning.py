@@ -89,6 +89,15 @@ class TuningSpec:
                                  f"its fields are {sorted(self.fields[arm])}")
 
 
+def final_loss(losses: Sequence[float]) -> float:
+    """A trial's ``loss`` (the tie-break of :func:`choose`): the mean training loss over the last 10 % of
+    the steps (at least one)."""
+    if not losses:
+        raise ValueError("losses must hold at least one step")
+    tail = losses[-max(1, len(losses) // 10):]
+    return sum(tail) / len(tail)
+
+
 def point_label(point: dict[str, float]) -> str:
     """``"clip=1,lr=0.002"``: a grid point's name, hyperparameters in sorted order."""
     return ",".join(f"{k}={point[k]:g}" for k in sorted(point))

@@ -34,7 +34,7 @@ from tenfold.nn.adaptive_temperature import (
 from tenfold.models.max_retrieval import MaxRetrievalNet
 from tenfold.tasks.max_retrieval import sample_max_retrieval
 from tenfold.train.loop import compare_convergence, fit, warmup_cosine
-from tenfold.tuning import ArmTuning, TuningSpec
+from tenfold.tuning import ArmTuning, TuningSpec, final_loss
 
 
 @dataclass
@@ -324,8 +324,7 @@ def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
         raise ValueError(f"arm must be {SHARED_ARM!r} (both readouts share one network), got {arm!r}")
     net, losses = _train(cfg, torch.Generator().manual_seed(seed), torch.device("cpu"))
     accuracy = dev_accuracy(cfg, net, seed)
-    tail = losses[-max(1, cfg.steps // 10):]
-    return {"score": accuracy["softmax"], "loss": sum(tail) / len(tail), "adaptive": accuracy["adaptive"]}
+    return {"score": accuracy["softmax"], "loss": final_loss(losses), "adaptive": accuracy["adaptive"]}
 
 
 SHARED_ARM = "softmax"  # the tuned arm: the softmax-trained network that adaptive temperature reads out too

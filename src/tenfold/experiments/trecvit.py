@@ -35,7 +35,7 @@ from tenfold.models.vivit import PerFrameViT, ViViTFactorised, ViViTJoint
 from tenfold.tasks.video import make_task, num_classes
 from tenfold.train.amp import Amp, autocast
 from tenfold.train.loop import compare_convergence, fit, warmup_cosine
-from tenfold.tuning import ArmTuning, TuningSpec
+from tenfold.tuning import ArmTuning, TuningSpec, final_loss
 from tenfold.utils import activation_bytes, count_flops, count_parameters
 
 ARMS = ("trecvit", "factorised", "joint", "no_time")
@@ -536,8 +536,7 @@ def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
     torch.manual_seed(seed)
     model = build_arm(arm, cfg, "direction", cfg.frames)
     out = train(model, "direction", cfg, cfg.frames, steps, seed, arm_lr(cfg, "direction", arm), cfg.dev_eval_seed)
-    tail = out["losses"][-max(1, steps // 10):]
-    return {"score": out["acc"], "loss": sum(tail) / len(tail)}
+    return {"score": out["acc"], "loss": final_loss(out["losses"])}
 
 
 LR_GRID = (1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3)
