@@ -223,3 +223,24 @@ def _flat(state):
     if isinstance(state, torch.Tensor):
         return [state]
     return [t for s in state for t in _flat(s)]
+
+
+@pytest.mark.parametrize("slstm_at", [(), (1,)])
+def test_stepper_equals_step_and_sees_in_place_parameter_updates(slstm_at):
+    from tenfold.nn.xlstm import XLSTMStack
+
+    torch.manual_seed(0)
+    stack = XLSTMStack(dim=8, num_blocks=2, num_heads=2, slstm_at=slstm_at)
+    stepper = stack.stepper()
+    x = torch.randn(3, 4, 8)
+    state_a = state_b = None
+    for t in range(4):
+        y_a, state_a = stack.step(x[:, t], state_a)
+        y_b, state_b = stepper(x[:, t], state_b)
+        assert torch.equal(y_a, y_b)
+    with torch.no_grad():  # an optimizer-style in-place update after the stepper was made
+        for p in stack.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    assert torch.equal(stepper(x[:, 0], state_b)[0], stack.step(x[:, 0], state_b)[0])
+    with pytest.raises(ValueError, match="x_t"):
+        stepper(torch.randn(3, 7))

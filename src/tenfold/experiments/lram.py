@@ -295,7 +295,8 @@ def latency_grid(cfg: Config) -> dict:
                                     max_positions=max(cfg.latency_contexts) + 5 * (cfg.latency_repeats + 2)).eval()
     with torch.inference_mode():
         settings = _latency_settings(cfg, xlstm, transformer)
-        steps = {"xlstm": lambda s: xlstm.step(s["x_t"], s["state"]),
+        xlstm_step = xlstm.stepper()  # parameters gathered once, as an inference loop holds them
+        steps = {"xlstm": lambda s: xlstm_step(s["x_t"], s["state"]),
                  "transformer": lambda s: transformer.step(s["x_t"], s["caches"])}
         times = {(i, arm): [] for i in range(len(settings)) for arm in steps}
         for _ in range(cfg.latency_repeats):  # rounds

@@ -241,11 +241,14 @@ class LRAMAgent:
         parameter = next(model.parameters())
         self.dtype, self.device = parameter.dtype, parameter.device
         self.allowed = allowed_vocab(model.tokenizer, discrete, n_actions).to(self.device)
-        self.state = None
+        self.state, self.recurrent_step = None, None
         self.return_to_go, self.t = 0.0, 0
 
     def reset(self, target_return: float) -> None:
-        self.state = new_backbone_state(self.model.backbone)
+        backbone = self.model.backbone
+        self.state = new_backbone_state(backbone)
+        # the xLSTM's step with its parameters gathered once per episode (see XLSTMStepper)
+        self.recurrent_step = None if isinstance(backbone, CausalTransformer) else backbone.stepper()
         self.return_to_go, self.t = float(target_return), 0
 
     def _feed(self, token: torch.Tensor, slot: int) -> torch.Tensor:
@@ -257,7 +260,7 @@ class LRAMAgent:
             position = step * cfg.tokens_per_step + slot
             y, self.state = backbone.step(x, self.state, position)
         else:
-            y, self.state = backbone.step(x, self.state)
+            y, self.state = self.recurrent_step(x, self.state)
         return y
 
     def observation(self, obs) -> np.ndarray:

@@ -10,7 +10,7 @@ _EXPORTS = {
     "BlockDiagonalLinear": "blockdiag",
     "LowRankLinear": "structured", "BlockDenseLinear": "structured", "BlockShuffleLinear": "structured",
     "RGLRU": "rglru",
-    "XLSTMStack": "xlstm", "MLSTMBlock": "xlstm", "SLSTMBlock": "xlstm", "SLSTMCell": "xlstm",
+    "XLSTMStack": "xlstm", "XLSTMStepper": "xlstm", "MLSTMBlock": "xlstm", "SLSTMBlock": "xlstm", "SLSTMCell": "xlstm",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -54,10 +54,18 @@ class CausalConv1D(nn.Module):
         return y, padded[:, steps:]  # new state: the last taps-1 inputs
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step, as ``forward`` on a length-1 sequence, in three tensor ops (a step costs per-op overhead)."""
+        """One step, as ``forward`` on a length-1 sequence (:func:`causal_conv_step`)."""
         _check_width(x_t, self.width, "x_t", 2)
-        window = torch.cat([self._checked_state(state, x_t), x_t.unsqueeze(1)], dim=1)  # (batch, taps, W)
-        return (window * self.weight).sum(1) + self.bias, window[:, 1:]
+        return causal_conv_step(x_t, self._checked_state(state, x_t), self.weight, self.bias)
+
+
+def causal_conv_step(x_t: torch.Tensor, state: torch.Tensor, weight: torch.Tensor,
+                     bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of :class:`CausalConv1D` as a function, in four tensor ops (a step costs per-op overhead):
+    x_t (batch, W), state (batch, taps-1, W), weight (taps, W), bias (W) -> y_t (batch, W) and the new
+    state (batch, taps-1, W), a view of the window. Unchecked: the caller checks shapes."""
+    window = torch.cat([state, x_t.unsqueeze(1)], dim=1)  # (batch, taps, W)
+    return (window * weight).sum(1).add_(bias), window[:, 1:]
 
 
 def _check_width(x: torch.Tensor, width: int, name: str, ndim: int) -> None:

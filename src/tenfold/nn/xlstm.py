@@ -22,6 +22,7 @@ stack follow the NX-AI ``xlstm`` package's layout (see docs/methods/lram.md).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -29,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenfold.nn.blockdiag import BlockDiagonalLinear, small_block_diagonal_linear
-from tenfold.nn.conv import CausalConv1D
+from tenfold.nn.blockdiag import BlockDiagonalLinear, block_diagonal_matmul, small_block_diagonal_linear
+from tenfold.nn.conv import CausalConv1D, causal_conv_step
 
 
 class MLSTMState(NamedTuple):
@@ -64,16 +65,17 @@ def mlstm_step(q_t, k_t, v_t, i_t, f_t, state: MLSTMState) -> tuple[torch.Tensor
 
     Written with few tensor ops, since at batch 1 a step costs per-op overhead: the decay
     exp(log f_t + m_{t-1} - m_t), the input gain exp(i~_t - m_t) and the denominator floor exp(-m_t)
-    come from one exp, and C, n are updated with fused multiply-adds."""
+    come from one exp, k's 1/sqrt(d) rides on the multiply-adds that update C and n, and in-place
+    ops act only on tensors made here (autograd through steps works)."""
     C, n, m = state
-    carried = F.logsigmoid(f_t) + m  # log f_t + m_{t-1}
+    carried = F.logsigmoid(f_t).add_(m)  # log f_t + m_{t-1}
     m_new = torch.maximum(carried, i_t)
     logs = torch.stack([carried, i_t, torch.zeros_like(m_new)], -1)  # (batch, heads, 3)
-    scales = (logs - m_new.unsqueeze(-1)).exp_()  # decay, input gain, exp(-m_t): (batch, heads, 3)
-    decay, floor = scales[..., 0:1], scales[..., 2:3]  # (batch, heads, 1) each
-    gain = scales[..., 1:2] / math.sqrt(k_t.shape[-1])  # the input gate with k's 1/sqrt(d) folded in
-    C = (decay.unsqueeze(-1) * C).addcmul_((gain * v_t).unsqueeze(-1), k_t.unsqueeze(-2))  # in place on a new tensor
-    n = (decay * n).addcmul_(gain, k_t)
+    scales = logs.sub_(m_new.unsqueeze(-1)).exp_().unsqueeze(-1)  # decay, input gain, exp(-m_t): (batch, heads, 3, 1)
+    decay, gain, floor = scales.unbind(-2)  # (batch, heads, 1) each
+    scale = 1.0 / math.sqrt(k_t.shape[-1])
+    C = (decay.unsqueeze(-1) * C).addcmul_((gain * v_t).unsqueeze(-1), k_t.unsqueeze(-2), value=scale)
+    n = (decay * n).addcmul_(gain, k_t, value=scale)
     numerator = (C * q_t.unsqueeze(-2)).sum(-1)  # (batch, heads, dv)
     denominator = torch.maximum((n * q_t).sum(-1, keepdim=True).abs(), floor)  # (batch, heads, 1)
     return numerator / denominator, MLSTMState(C, n, m_new)
@@ -338,26 +340,65 @@ class MLSTMBlock(nn.Module):
         return self._output(x, h, conv, z), MLSTMBlockState(conv_state, cell_state)
 
     def step(self, x_t: torch.Tensor, state: MLSTMBlockState | None = None):
-        """x_t: (batch, dim) -> (y_t, state), the recurrent form (constant cost per step).
+        """x_t: (batch, dim) -> (y_t, state), the recurrent form (constant cost per step):
+        :func:`mlstm_block_step` with this block's :meth:`step_weights`."""
+        return mlstm_block_step(self.step_weights(), x_t, state)
 
-        The equations of ``forward`` on one token, written for few tensor ops (at batch 1 a step costs
-        per-op overhead): q, k, v in one block-diagonal product with the three weights stacked, their
-        gates from the same tensor, the per-head norm as one group norm, the residual in the down
-        projection's matmul. Equal to ``forward`` up to float rounding (tested)."""
-        heads = self.num_heads
-        normed = F.layer_norm(x_t, self.norm.normalized_shape, self.norm.weight, None, self.norm.eps)
-        x_in, z = F.linear(normed, self.up.weight).chunk(2, dim=-1)  # (batch, inner) each
-        conv, conv_state = self.conv.step(x_in, state.conv if state else None)
-        conv = F.silu(conv)
-        weights = torch.stack([self.q.weight, self.k.weight, self.v.weight])  # (3, blocks, out_b, in_b); no biases
-        qkv = small_block_diagonal_linear(torch.stack([conv, conv, x_in], 1), weights)  # (batch, 3, inner)
-        i_t, f_t = F.linear(qkv.flatten(1), self.gates.weight, self.gates.bias).chunk(2, dim=-1)  # (batch, heads)
-        q, k, v = qkv.unflatten(-1, (heads, -1)).unbind(1)  # (batch, 3, heads, head) -> 3 x (batch, heads, head)
-        cell_state = state.cell if state else mlstm_initial_state(q.unsqueeze(2), v.unsqueeze(2))
-        h, cell_state = mlstm_step(q, k, v, i_t, f_t, cell_state)
-        h = torch.group_norm(h.flatten(1), heads, self.cell_norm.weight, None, self.cell_norm.eps)  # (batch, inner)
-        y = torch.addmm(x_t, torch.addcmul(h, self.skip, conv) * F.silu(z), self.down.weight.t())
-        return y, MLSTMBlockState(conv_state, cell_state)
+    def step_weights(self) -> MLSTMStepWeights:
+        """The parameters :func:`mlstm_block_step` reads, gathered once."""
+        return MLSTMStepWeights(
+            num_heads=self.num_heads, norm_weight=self.norm.weight, norm_eps=self.norm.eps, up=self.up.weight,
+            conv_weight=self.conv.weight, conv_bias=self.conv.bias, qkv=(self.q.weight, self.k.weight, self.v.weight),
+            gates_weight=self.gates.weight, gates_bias=self.gates.bias, cell_norm_weight=self.cell_norm.weight,
+            cell_norm_eps=self.cell_norm.eps, skip=self.skip, down=self.down.weight)
+
+
+class MLSTMStepWeights(NamedTuple):
+    """An :class:`MLSTMBlock`'s parameters as its recurrent step reads them, gathered once: at batch 1 a
+    block's step costs ~150 µs and an ``nn.Module`` attribute lookup ~1 µs, so looking up its 14
+    parameters on every step costs a fifth of the step. The tensors are the Parameters themselves, so
+    in-place updates (optimizer steps, ``load_state_dict``) show through; gather again after assigning
+    new Parameters or moving the module to another device."""
+
+    num_heads: int
+    norm_weight: torch.Tensor  # (dim,)
+    norm_eps: float
+    up: torch.Tensor  # (2 inner, dim)
+    conv_weight: torch.Tensor  # (taps, inner)
+    conv_bias: torch.Tensor  # (inner,)
+    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # q, k, v block weights, (blocks, out_b, in_b) each
+    gates_weight: torch.Tensor  # (2 heads, 3 inner)
+    gates_bias: torch.Tensor  # (2 heads,)
+    cell_norm_weight: torch.Tensor  # (inner,)
+    cell_norm_eps: float
+    skip: torch.Tensor  # (inner,)
+    down: torch.Tensor  # (dim, inner)
+
+
+def mlstm_block_step(w: MLSTMStepWeights, x_t: torch.Tensor, state: MLSTMBlockState | None = None):
+    """One token through an :class:`MLSTMBlock` with weights ``w``: x_t (batch, dim) -> (y_t, state).
+
+    The equations of ``MLSTMBlock.forward`` on one token, written for few tensor ops (at batch 1 a
+    step costs per-op overhead): q, k, v in one batched product of their stacked block weights, their
+    gates from the same tensor, the per-head norm as one group norm, the residual in the down
+    projection's matmul. Equal to ``forward`` up to float rounding (tested)."""
+    batch, heads = x_t.shape[0], w.num_heads
+    normed = F.layer_norm(x_t, w.norm_weight.shape, w.norm_weight, None, w.norm_eps)
+    x_in, z = F.linear(normed, w.up).chunk(2, dim=-1)  # (batch, inner) each
+    taps, inner = w.conv_weight.shape
+    conv_state = state.conv if state else x_in.new_zeros(batch, taps - 1, inner)
+    conv, conv_state = causal_conv_step(x_in, conv_state, w.conv_weight, w.conv_bias)
+    conv = F.silu(conv)
+    qkv_weight = torch.cat(w.qkv)  # (3 blocks, out_b, in_b); no biases
+    qkv_in = torch.stack([conv, conv, x_in], 1).view(batch, qkv_weight.shape[0], -1)  # (batch, 3 blocks, in_b)
+    qkv = block_diagonal_matmul(qkv_in, qkv_weight).reshape(batch, 3, inner)  # (batch, 3, inner)
+    i_t, f_t = F.linear(qkv.flatten(1), w.gates_weight, w.gates_bias).chunk(2, dim=-1)  # (batch, heads)
+    q, k, v = qkv.unflatten(-1, (heads, -1)).unbind(1)  # (batch, 3, heads, head) -> 3 x (batch, heads, head)
+    cell_state = state.cell if state else mlstm_initial_state(q.unsqueeze(2), v.unsqueeze(2))
+    h, cell_state = mlstm_step(q, k, v, i_t, f_t, cell_state)
+    h = torch.group_norm(h.flatten(1), heads, w.cell_norm_weight, None, w.cell_norm_eps)  # (batch, inner)
+    y = torch.addmm(x_t, torch.addcmul(h, w.skip, conv) * F.silu(z), w.down.t())
+    return y, MLSTMBlockState(conv_state, cell_state)
 
 
 class SLSTMBlockState(NamedTuple):
@@ -473,14 +514,37 @@ class XLSTMStack(nn.Module):
         return self.norm(x), states
 
     def step(self, x_t: torch.Tensor, state: list | None = None):
+        """x_t: (batch, dim) -> (y_t, per-block states). For a loop of steps, :meth:`stepper` is faster."""
+        return self.stepper()(x_t, state)
+
+    def stepper(self) -> XLSTMStepper:
+        """This stack's recurrent step with its parameters gathered once (see :class:`XLSTMStepper`)."""
+        return XLSTMStepper(self)
+
+
+class XLSTMStepper:
+    """The recurrent step of an :class:`XLSTMStack`, ``stepper(x_t, state) -> (y_t, state)``, equal to
+    ``stack.step(x_t, state)`` but with the mLSTM blocks' parameters gathered once
+    (:class:`MLSTMStepWeights`): for inference loops and latency, where a step at batch 1 costs
+    per-op and per-lookup overhead. It holds the Parameters themselves, so in-place updates show
+    through; make a new one after assigning new Parameters or moving the stack to another device."""
+
+    def __init__(self, stack: XLSTMStack):
+        self.dim = stack.dim
+        self.blocks = [functools.partial(mlstm_block_step, block.step_weights()) if isinstance(block, MLSTMBlock)
+                       else block.step for block in stack.blocks]
+        self.norm = (stack.norm.normalized_shape, stack.norm.weight, stack.norm.eps)
+
+    def __call__(self, x_t: torch.Tensor, state: list | None = None):
         """x_t: (batch, dim) -> (y_t, per-block states)."""
         if x_t.dim() != 2 or x_t.shape[-1] != self.dim:
             raise ValueError(f"expected x_t shaped (batch, {self.dim}), got {tuple(x_t.shape)}")
         states = []
-        for i, block in enumerate(self.blocks):
-            x_t, block_state = block.step(x_t, state[i] if state else None)
+        for i, block_step in enumerate(self.blocks):
+            x_t, block_state = block_step(x_t, state[i] if state else None)
             states.append(block_state)
-        return self.norm(x_t), states
+        shape, weight, eps = self.norm
+        return F.layer_norm(x_t, shape, weight, None, eps), states
 
 
 def state_nbytes(state) -> int:
