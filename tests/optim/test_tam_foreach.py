@@ -15,7 +15,7 @@ from tenfold.optim import TAM, AdaTAM, AdaTAMW
 from tenfold.optim.tam import cosine_from_norms, torque_cosines
 
 F64 = torch.float64
-KWARGS = [{}, {"granularity": "global"}, {"damping": False}, {"skip_nonfinite": False},
+KWARGS = [{}, {"granularity": "global"}, {"damping": False}, {"skip_nonfinite": True},
           {"weight_decay": 0.1, "decoupled_weight_decay": True},
           {"weight_decay": 0.1, "decoupled_weight_decay": False, "maximize": True}]
 
@@ -56,10 +56,11 @@ def test_foreach_equals_loop(cls, kwargs):
     assert oa.last_damping == pytest.approx(ob.last_damping) if oa.last_damping is not None else ob.last_damping is None
 
 
-def test_foreach_defaults_to_off_on_cpu():
+def test_foreach_defaults_to_off_on_cpu_and_the_guard_to_off():
     opt = TAM(_params(), lr=0.1)
     assert opt.defaults["foreach"] is None and opt.defaults["maximize"] is False
     assert AdaTAM(_params()).defaults["foreach"] is None
+    assert not any(cls(_params()).defaults["skip_nonfinite"] for cls in (TAM, AdaTAM, AdaTAMW))  # as torch's
 
 
 def test_vector_cosine_equals_host_cosine_bit_for_bit():
@@ -101,7 +102,7 @@ def _no_host_reads(allowed=()):
                                     {"lr": torch.tensor(0.01)}, {"weight_decay": 0.1}])
 def test_step_reads_nothing_from_the_device(cls, foreach, kwargs):
     params = _params(complex_too=True)
-    opt = cls(params, **({"lr": 0.01} | kwargs), foreach=foreach)
+    opt = cls(params, **({"lr": 0.01} | kwargs), foreach=foreach, skip_nonfinite=True)
     _feed([(opt, params)], steps=1)  # state exists
     steps = [opt.state[p]["step"] for p in params] if cls is AdaTAM else []
     for p in params:
@@ -238,7 +239,7 @@ def test_torch_state_dict_loads_and_continues_like_torch(make, reference):
     opt = make(b)
     opt.load_state_dict(copy.deepcopy(ref.state_dict()))
     for group in opt.param_groups:
-        assert group["decay"] == 0.9 and group["granularity"] == "tensor" and group["skip_nonfinite"] is True
+        assert group["decay"] == 0.9 and group["granularity"] == "tensor" and group["skip_nonfinite"] is False
         group["damping"] = False  # loaded groups keep torch's keys; TAM's own take their defaults
     _feed([(ref, a), (opt, b)], steps=3, seed=5)
     for p, q in zip(a, b):
@@ -300,7 +301,7 @@ def _same(x, y) -> bool:
 @pytest.mark.parametrize("copier", [copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))])
 def test_copies_keep_diagnostics_and_step(cls, copier):
     params = _params()
-    opt = cls(params, lr=0.01)
+    opt = cls(params, lr=0.01, skip_nonfinite=True)
     _feed([(opt, params)], steps=3)
     params[0].grad = torch.full_like(params[0], float("inf"))
     opt.step()
@@ -370,7 +371,7 @@ def test_compiled_step_has_no_graph_breaks_or_recompiles(cls, foreach, skip_nonf
 @pytest.mark.parametrize("foreach", [False, True])
 def test_guard_zeroes_gradients_only_on_a_skipped_step(cls, foreach):
     params = _params()
-    opt = cls(params, lr=0.01, foreach=foreach)
+    opt = cls(params, lr=0.01, foreach=foreach, skip_nonfinite=True)
     grads = [torch.randn_like(p) for p in params]
     for p, g in zip(params, grads):
         p.grad = g.clone()

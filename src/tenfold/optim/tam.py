@@ -567,9 +567,10 @@ class TAM(_TorqueOptimizer):
     ``torch.optim.SGD(momentum=β, dampening=0)``. With noisy gradients E[d] ≈ ½, so start from twice
     a tuned SGDM learning rate (:func:`tam_lr_from_sgdm`). ``foreach`` (default: on for CUDA
     tensors) groups tensors by device and dtype and updates them with ``torch._foreach_*``.
-    ``skip_nonfinite`` (default on) leaves parameters and state unchanged on a step whose gradients
-    are not all finite, decided on the device; it costs one in-place pass over the gradients, and
-    on such a step the gradients are left zeroed.
+    ``skip_nonfinite=True`` leaves parameters and state unchanged on a step whose gradients are not
+    all finite, decided on the device; it costs one in-place pass over the gradients, and on such a
+    step the gradients are left zeroed. Off by default, as in torch's optimizers and the paper (ŝ is
+    never poisoned either way: a non-finite cosine counts as 0; under AMP ``GradScaler`` skips).
     State: ``momentum_buffer`` (``torch.optim.SGD``'s key) and ``s_hat`` (a float64 0-dim tensor).
     ``last_damping`` is the mean d_t at the last step (``last_group_damping`` per group).
     """
@@ -577,7 +578,7 @@ class TAM(_TorqueOptimizer):
     def __init__(self, params: Iterable, lr: float | Tensor = 1e-3, *, momentum: float = 0.9,
                  decay: float = 0.9, eps: float = 1e-8, weight_decay: float = 0.0,
                  decoupled_weight_decay: bool = False, damping: bool = True, granularity: str = "tensor",
-                 maximize: bool = False, foreach: bool | None = None, skip_nonfinite: bool = True) -> None:
+                 maximize: bool = False, foreach: bool | None = None, skip_nonfinite: bool = False) -> None:
         defaults = dict(lr=lr, momentum=momentum, decay=decay, eps=eps, weight_decay=weight_decay,
                         decoupled_weight_decay=decoupled_weight_decay, damping=damping,
                         granularity=granularity, maximize=maximize, foreach=foreach,
@@ -654,7 +655,7 @@ class AdaTAM(_TorqueOptimizer):
     def __init__(self, params: Iterable, lr: float | Tensor = 1e-3, *, betas: tuple[float, float] = (0.9, 0.999),
                  decay: float = 0.9, eps: float = 1e-8, damping_eps: float = 1e-8, weight_decay: float = 0.0,
                  decoupled_weight_decay: bool = True, damping: bool = True, granularity: str = "tensor",
-                 maximize: bool = False, foreach: bool | None = None, skip_nonfinite: bool = True) -> None:
+                 maximize: bool = False, foreach: bool | None = None, skip_nonfinite: bool = False) -> None:
         defaults = dict(lr=lr, betas=betas, decay=decay, eps=eps, damping_eps=damping_eps,
                         weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                         damping=damping, granularity=granularity, maximize=maximize, foreach=foreach,
@@ -766,7 +767,7 @@ class AdaTAMW(AdaTAM):
     def __init__(self, params: Iterable, lr: float | Tensor = 1e-3, *, betas: tuple[float, float] = (0.9, 0.999),
                  decay: float = 0.9, eps: float = 1e-8, damping_eps: float = 1e-8, weight_decay: float = 1e-2,
                  damping: bool = True, granularity: str = "tensor", maximize: bool = False,
-                 foreach: bool | None = None, skip_nonfinite: bool = True) -> None:
+                 foreach: bool | None = None, skip_nonfinite: bool = False) -> None:
         super().__init__(params, lr, betas=betas, decay=decay, eps=eps, damping_eps=damping_eps,
                          weight_decay=weight_decay, decoupled_weight_decay=True, damping=damping,
                          granularity=granularity, maximize=maximize, foreach=foreach,
