@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tenfold.train.loop import fit, warmup_cosine
+from tenfold.train.loop import fit, online_updates, warmup_cosine
 
 
 def test_warmup_then_cosine_hand_values():
@@ -78,3 +78,27 @@ def test_fit_with_gradients_accumulated_by_the_loss_function():
 
     losses = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), two_halves, 3, backward=False)
     assert len(losses) == 3 and losses[2] < losses[0]
+
+
+def test_online_updates_measure_before_updating_and_make_that_many_updates():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 4)
+    x, y = torch.randn(8, 3), torch.randint(0, 4, (8,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    expected = model(x).detach()
+    calls = []
+    logits, loss = online_updates(model, opt, x, y, 3, before=lambda: calls.append("b"),
+                                  after=lambda: calls.append("a"))
+    assert torch.equal(logits, expected) and not logits.requires_grad
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(expected, y))
+    assert calls == ["b", "a"] * 3
+    torch.manual_seed(0)
+    reference = torch.nn.Linear(3, 4)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.5)
+    for _ in range(3):
+        ref_opt.zero_grad()
+        torch.nn.functional.cross_entropy(reference(x), y).backward()
+        ref_opt.step()
+    assert torch.equal(model.weight, reference.weight)
+    with pytest.raises(ValueError, match="updates"):
+        online_updates(model, opt, x, y, 0)

@@ -44,7 +44,7 @@ from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, se
 from tenfold.models.normalized import NormCNN, NormMLP
 from tenfold.optim.nap import NaP
 from tenfold.tasks.streams import RandomLabelStream
-from tenfold.train.loop import compare_convergence, fit, warmup_cosine
+from tenfold.train.loop import compare_convergence, fit, online_updates, warmup_cosine
 from tenfold.tuning import ArmTuning, TuningSpec
 from tenfold.utils.checks import check_range
 
@@ -205,21 +205,10 @@ def train_random_labels(cfg: Config, arm: str, seed: int, device: torch.device =
     start = time.process_time()
     for step, batch in enumerate(stream):
         x, y = batch.x.to(device), batch.y.to(device)
-        for update in range(updates_at(step, ratio)):  # one, or more for the compute-matched arm
-            logits = model(x)
-            if update == 0:  # online accuracy: before any update on this batch
-                hits[batch.task] += (logits.detach().argmax(-1) == y).sum()
-                seen[batch.task] += y.numel()
-            loss = F.cross_entropy(logits, y)
-            if update == 0:
-                losses[step] = loss.detach()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if before is not None:
-                before()
-            opt.step()
-            if after is not None:
-                after()
+        # one update, or more for the compute-matched arm; accuracy and loss before any update
+        logits, losses[step] = online_updates(model, opt, x, y, updates_at(step, ratio), before=before, after=after)
+        hits[batch.task] += (logits.argmax(-1) == y).sum()
+        seen[batch.task] += y.numel()
         if batch.step == cfg.steps_per_task - 1:  # end of a task
             norms.append(_weight_norm(model))
             dead.append(_dead_fraction(model, inputs))

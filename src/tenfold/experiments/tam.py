@@ -31,6 +31,7 @@ from tenfold import plotting
 from tenfold.compute_matched import matched_row, updates_at
 from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, paired_wins, seed_stats
 from tenfold.optim.tam import TAM, AdaTAM
+from tenfold.train.loop import online_updates
 from tenfold.utils.checks import check_range
 
 
@@ -177,13 +178,8 @@ def _online(cfg: Config, model: nn.Module, optimizer, stream, updates: float = 1
             batch = index[task, step]
             x, y = inputs[task, batch], labels[task, batch]
             t = task * cfg.steps_per_task + step
-            for update in range(updates_at(t, updates)):
-                logits = model(x)
-                if update == 0:
-                    accuracy[t] = (logits.argmax(dim=1) == y).float().mean().detach()
-                optimizer.zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(logits, y).backward()
-                optimizer.step()
+            logits, _ = online_updates(model, optimizer, x, y, updates_at(t, updates))
+            accuracy[t] = (logits.argmax(dim=1) == y).float().mean()
             dampings.append(getattr(optimizer, "last_damping", None))
     accuracy = accuracy.cpu()
     after_first = accuracy[cfg.steps_per_task:]

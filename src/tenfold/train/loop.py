@@ -4,7 +4,8 @@
 variants they use as parameters (decay after the warm-up, as in most LM recipes, or decay from step
 0 with the warm-up multiplied in, as in the Decision-Transformer recipe). ``fit`` is the AdamW-style
 loop: loss, backward, optional gradient clipping, step, schedule; it keeps the losses on the device
-and reads them back once at the end (no host sync per step). ``loss_convergence`` says whether a
+and reads them back once at the end (no host sync per step). ``online_updates`` is one batch of an
+online (streaming) run, its accuracy measured before the update. ``loss_convergence`` says whether a
 loss curve was still falling at the end, and ``compare_convergence`` does so for the arms of a
 comparison claim (reported beside the claim).
 """
@@ -73,6 +74,31 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[i
             scheduler.step()
         losses.append(loss.detach())
     return torch.stack(losses).tolist() if losses else []
+
+
+def online_updates(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                   updates: int, *, before: Callable[[], None] | None = None,
+                   after: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One incoming batch of an online (streaming) classification run: ``updates`` cross-entropy
+    updates of ``model`` on (x, y), ``before()`` / ``after()`` around each ``optimizer.step()`` (e.g.
+    NaP's projection). Returns the logits and loss of the first forward, detached: online accuracy and
+    loss are measured before any update on the batch. ``updates`` is 1 for a plain run; a
+    compute-matched baseline takes ``tenfold.compute_matched.updates_at(step, ratio)``."""
+    check_int("updates", updates, 1)
+    first = None
+    for _ in range(updates):
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        if first is None:
+            first = (logits.detach(), loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if before is not None:
+            before()
+        optimizer.step()
+        if after is not None:
+            after()
+    return first
 
 
 CONVERGENCE_WINDOW = 0.1  # the last 10 % of the steps
