@@ -77,3 +77,19 @@ def test_padding_mask_hides_left_padding():
     y_padded, _ = model(padded, attn_mask=keys_allowed)
     y, _ = model(x)
     torch.testing.assert_close(y_padded[:, 3:], y, atol=1e-5, rtol=0)
+
+
+def test_kv_cache_steps_make_no_device_reads(device_reads):
+    """Positions known on the host (the next one, or a given one) never come back from the device."""
+    model = CausalTransformer(dim=8, num_layers=2, num_heads=2, max_positions=32)
+    state = model.new_state()
+    _, state = model(torch.randn(1, 5, 8), state)  # a prefix
+    with device_reads() as reads:
+        for _ in range(3):
+            _, state = model.step(torch.randn(1, 8), state)
+        _, state = model.step(torch.randn(1, 8), state, position=20)
+        assert reads() == 0
+    assert all(cache.next_position == 21 and len(cache) == 9 for cache in state)
+    cache = PreallocatedKVCache()
+    cache.append(torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4), torch.tensor([4, 9, 7]))
+    assert cache.next_position == 8  # not said by a caller: read from the device once, on demand

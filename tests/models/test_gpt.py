@@ -78,3 +78,16 @@ def test_gelu_stays_the_default_and_a_mismatched_factory_is_refused():
         _cfg(ffn_act="relu")
     with pytest.raises(ValueError, match="act"):
         GPT(_cfg(), ffn=structured_ffn("lowrank", rank=4, act="swiglu"))
+
+
+def test_cached_decoding_makes_no_device_reads(device_reads):
+    torch.manual_seed(0)
+    model = GPT(_cfg()).eval()
+    caches = model.new_caches()
+    with torch.no_grad():
+        model(torch.randint(0, 11, (1, 4)), caches=caches)
+        with device_reads() as reads:
+            for _ in range(3):
+                model(torch.randint(0, 11, (1, 1)), caches=caches)
+            assert reads() == 0
+    assert all(cache.next_position == 7 and len(cache) == 7 for cache in caches)

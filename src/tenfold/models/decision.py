@@ -36,7 +36,7 @@ class PreallocatedKVCache(KVCache):
         self._length = used + new
         self.k, self.v = self._k_buffer[..., :self._length, :], self._v_buffer[..., :self._length, :]
         self.positions = self._pos_buffer[:self._length]
-        self.next_position = int(positions[-1]) + 1
+        self._appended(positions)
         return self.k, self.v, self.positions
 
     def _grow(self, k: torch.Tensor, v: torch.Tensor, capacity: int) -> None:
@@ -93,21 +93,33 @@ class CausalTransformer(nn.Module):
             start = state[0].next_position if state else 0
             positions = torch.arange(start, start + x.shape[1], device=x.device)
             last = start + x.shape[1] - 1  # known on the host: no device read-back
+        return self._run(x, state, positions, last, attn_mask)
+
+    def _run(self, x: torch.Tensor, state: list[KVCache] | None, positions: torch.Tensor, last: int | None,
+             attn_mask: torch.Tensor | None = None):
+        """``forward`` with ``last``, the last and highest of ``positions`` when the caller knows it on
+        the host (None: read from the device where needed)."""
         if self.pos is not None:
-            last = int(positions.max()) if last is None else last
-            if last >= self.cfg.max_seq_len:
-                raise ValueError(f"position {last} exceeds max_positions={self.cfg.max_seq_len}; "
+            highest = int(positions.max()) if last is None else last
+            if highest >= self.cfg.max_seq_len:
+                raise ValueError(f"position {highest} exceeds max_positions={self.cfg.max_seq_len}; "
                                  "use a sliding window or a larger max_positions")
             x = x + self.pos(positions)
         for i, block in enumerate(self.blocks):
             x = block(x, positions, state[i] if state else None, attn_mask)
+        if state and last is not None:
+            for cache in state:
+                cache.next_position = last + 1
         return self.norm(x), state
 
     def step(self, x_t: torch.Tensor, state: list[KVCache] | None = None, position: int | None = None):
         """x_t: (batch, dim) -> (y_t, caches); ``position`` defaults to the next one."""
         state = state if state is not None else self.new_state()
-        positions = None if position is None else torch.tensor([position], device=x_t.device)
-        y, state = self(x_t.unsqueeze(1), state, positions)
+        if position is None:
+            y, state = self(x_t.unsqueeze(1), state)
+        else:  # a kernel, not a host-to-device copy of a Python list (which would wait for the device)
+            positions = torch.arange(position, position + 1, device=x_t.device)
+            y, state = self._run(x_t.unsqueeze(1), state, positions, position)
         return y[:, 0], state
 
 

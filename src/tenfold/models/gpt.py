@@ -119,16 +119,22 @@ class GPT(nn.Module):
         if tokens.dim() != 2:
             raise ValueError(f"expected tokens shaped (batch, seq), got {tuple(tokens.shape)}")
         seq = tokens.shape[1]
+        last = None
         if positions is None:
             start = caches[0].next_position if caches else 0
             positions = torch.arange(start, start + seq, device=tokens.device)
+            last = start + seq - 1  # known on the host: no device read-back
         h = self.embed(tokens)
         if self.pos is not None:
-            if int(positions.max()) >= self.cfg.max_seq_len:
-                raise ValueError(f"position {int(positions.max())} exceeds max_seq_len={self.cfg.max_seq_len}")
+            highest = int(positions.max()) if last is None else last
+            if highest >= self.cfg.max_seq_len:
+                raise ValueError(f"position {highest} exceeds max_seq_len={self.cfg.max_seq_len}")
             h = h + self.pos(positions)
         for i, block in enumerate(self.blocks):
             h = block(h, positions, caches[i] if caches else None)
+        if caches and last is not None:
+            for cache in caches:
+                cache.next_position = last + 1
         h = self.norm(h)
         return h @ self.embed.weight.T if self.head is None else self.head(h)
 

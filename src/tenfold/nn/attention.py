@@ -37,7 +37,25 @@ class KVCache:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
         self.positions: torch.Tensor | None = None  # (seq,) absolute positions of the cached keys
-        self.next_position = 0
+        self._last_position: torch.Tensor | None = None  # 0-dim, on the device
+        self._next_position: int | None = 0
+
+    @property
+    def next_position(self) -> int:
+        """The position after the last appended one. A caller that knows it on the host sets it after
+        appending; otherwise it is read from the device when first asked (one synchronisation, not one
+        per ``append``)."""
+        if self._next_position is None:
+            self._next_position = int(self._last_position) + 1
+        return self._next_position
+
+    @next_position.setter
+    def next_position(self, value: int) -> None:
+        self._next_position = int(value)
+
+    def _appended(self, positions: torch.Tensor) -> None:
+        """Remember the last appended position on the device; its host value is derived on demand."""
+        self._last_position, self._next_position = positions[-1], None
 
     def __len__(self) -> int:
         return 0 if self.k is None else self.k.shape[-2]
@@ -55,7 +73,7 @@ class KVCache:
             # keep what the next query can see; this call still gets every key it may attend to
             self.k, self.v = self.k[..., -self.window:, :], self.v[..., -self.window:, :]
             self.positions = self.positions[-self.window:]
-        self.next_position = int(positions[-1]) + 1
+        self._appended(positions)
         return keys, values, key_positions
 
     def nbytes(self) -> int:
@@ -120,6 +138,7 @@ class Attention(nn.Module):
         if not x.is_floating_point():
             raise ValueError(f"x must be a floating-point tensor (embeddings), got dtype {x.dtype}")
         batch, seq, _ = x.shape
+        start = None
         if positions is None:
             start = cache.next_position if cache is not None else 0
             positions = torch.arange(start, start + seq, device=x.device)
@@ -133,6 +152,8 @@ class Attention(nn.Module):
             if positions.dim() != 1:
                 raise ValueError("a KV cache needs positions shaped (seq,), shared by the batch")
             k, v, key_positions = cache.append(k, v, positions)
+            if start is not None:
+                cache.next_position = start + seq  # known on the host: no device read
         mask = self._mask(positions, key_positions, attn_mask, x.device)
         y = self._attend(q, k, v, mask)  # (batch, heads, seq, head_dim)
         return self.out(y.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
