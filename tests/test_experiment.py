@@ -1,5 +1,6 @@
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import pytest
 
@@ -39,6 +40,7 @@ class _Cfg:
     flag: bool = False
     widths: tuple[int, ...] = (1, 2)
     maybe: int | None = None
+    amp: Literal["off", "bf16"] = "off"
 
 
 def test_overrides_parse_to_field_types():
@@ -50,7 +52,7 @@ def test_overrides_parse_to_field_types():
 
 @pytest.mark.parametrize("key, value, message", [
     ("nope", "1", "valid keys"), ("lr", "fast", "expected float"), ("flag", "2", "expected bool"),
-    ("widths", "1,a", "expected tuple"),
+    ("widths", "1,a", "expected tuple"), ("amp", "fp8", r"^--set amp='fp8': expected one of 'off', 'bf16'$"),
 ])
 def test_bad_overrides_raise(key, value, message):
     with pytest.raises(ConfigError, match=message):

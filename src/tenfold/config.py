@@ -20,7 +20,7 @@ def apply_overrides(cfg: Any, overrides: dict[str, str]) -> Any:
         try:
             changes[key] = parse_value(text, hints[key])
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"--set {key}={text!r}: expected {_type_name(hints[key])} ({exc})") from None
+            raise ConfigError(f"--set {key}={text!r}: {_expected(hints[key], exc)}") from None
     return dataclasses.replace(cfg, **changes)
 
 
@@ -60,6 +60,13 @@ def parse_value(text: str, kind: Any) -> Any:
     if kind is str:
         return text
     raise TypeError(f"fields of type {kind} cannot be set from the command line")
+
+
+def _expected(kind: Any, exc: Exception) -> str:
+    """What a --set value should have been, e.g. "expected one of 'off', 'bf16'" or "expected int (...)"."""
+    if typing.get_origin(kind) is typing.Literal:
+        return "expected one of " + ", ".join(repr(arg) for arg in typing.get_args(kind))
+    return f"expected {_type_name(kind)} ({exc})"
 
 
 def _type_name(kind: Any) -> str:
