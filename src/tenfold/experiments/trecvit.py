@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tenfold import plotting
@@ -246,26 +249,43 @@ def train(model, task: str, cfg: Config, frames: int, steps: int, seed: int, lr:
 
 
 def run_tasks(cfg: Config, ctx: RunContext) -> dict:
+    """Train every run of :func:`training_runs`; progress (and its ETA) counts all of them."""
     results = {}
-    for task in ctx.progress(cfg.tasks, desc="tasks"):
+    for run in ctx.progress(training_runs(cfg), desc="runs"):
+        torch.manual_seed(ctx.seed)
+        model = run.build().to(ctx.device)
+        results[run.key] = train(model, run.task, cfg, run.frames, run.steps, ctx.seed, run.lr)
+    return results
+
+
+class TrainingRun(NamedTuple):
+    key: str  # "task/arm" in the results
+    build: Callable[[], nn.Module]
+    task: str
+    frames: int
+    steps: int
+    lr: float | None  # None: cfg.lr
+
+
+def training_runs(cfg: Config) -> list[TrainingRun]:
+    """Each (task, arm) run; then the ViViT baselines on 'direction' trained to convergence or the
+    cap (``baseline_steps``); then the memory run."""
+    runs = []
+    for task in cfg.tasks:
         steps = cfg.count_steps if task == "count" else cfg.steps
         for arm in cfg.arms:
             if arm == "no_time" and task not in cfg.no_time_tasks:
                 continue
-            torch.manual_seed(ctx.seed)
-            model = build_arm(arm, cfg, task, cfg.frames).to(ctx.device)
-            results[f"{task}/{arm}"] = train(model, task, cfg, cfg.frames, steps, ctx.seed, arm_lr(cfg, task, arm))
+            runs.append(TrainingRun(f"{task}/{arm}", partial(build_arm, arm, cfg, task, cfg.frames), task,
+                                    cfg.frames, steps, arm_lr(cfg, task, arm)))
     if "direction" in cfg.tasks and cfg.baseline_steps:
-        for arm in (a for a in BASELINES if a in cfg.arms):  # the baselines trained to convergence or the cap
-            torch.manual_seed(ctx.seed)
-            model = build_arm(arm, cfg, "direction", cfg.frames).to(ctx.device)
-            results[f"direction/{arm}{CAPPED}"] = train(model, "direction", cfg, cfg.frames, cfg.baseline_steps,
-                                                        ctx.seed, arm_lr(cfg, "direction", arm))
+        for arm in (a for a in BASELINES if a in cfg.arms):
+            runs.append(TrainingRun(f"direction/{arm}{CAPPED}", partial(build_arm, arm, cfg, "direction", cfg.frames),
+                                    "direction", cfg.frames, cfg.baseline_steps, arm_lr(cfg, "direction", arm)))
     if cfg.memory_frames:
-        torch.manual_seed(ctx.seed)
-        model = TRecViT(trecvit_config(cfg, "memory", cfg.memory_frames, readout="last")).to(ctx.device)
-        results["memory/trecvit"] = train(model, "memory", cfg, cfg.memory_frames, cfg.memory_steps, ctx.seed)
-    return results
+        build = partial(TRecViT, trecvit_config(cfg, "memory", cfg.memory_frames, readout="last"))
+        runs.append(TrainingRun("memory/trecvit", build, "memory", cfg.memory_frames, cfg.memory_steps, None))
+    return runs
 
 
 # ----------------------------------------------------------------------------------------------
