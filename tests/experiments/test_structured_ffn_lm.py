@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from tenfold.experiments.structured_ffn_lm import LMTrainConfig, count_loss_spikes, lr_scale, train_gpt_on_text
+from tenfold.experiments.structured_ffn_lm import (LMTrainConfig, count_loss_spikes, evaluate_lm, lr_scale,
+                                                    train_gpt_on_text)
 from tenfold.utils.distributed import run_processes
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
@@ -82,6 +83,25 @@ def test_bad_config_raises():
         LMTrainConfig(steps=0)
     with pytest.raises(ValueError, match="sgt_schedule"):
         LMTrainConfig(sgt_schedule="step")
+    with pytest.raises(ValueError, match="eval_start"):
+        LMTrainConfig(eval_start=-1)
+
+
+def test_evaluation_from_a_start_window_covers_exactly_its_windows():
+    from tenfold.models.gpt import GPT, GPTConfig
+    from tenfold.tasks.text import CharCorpus
+
+    import random
+
+    letters = random.Random(0)
+    corpus = CharCorpus(TEXT + "".join(letters.choice("abcdefghij") for _ in range(600)))  # aperiodic validation
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=corpus.vocab_size, **MODEL))
+    first, second = (evaluate_lm(model, corpus, 8, max_windows=5, start=start, batch_size=3) for start in (0, 5))
+    both = evaluate_lm(model, corpus, 8, max_windows=10, batch_size=3)
+    assert (first + second) / 2 == pytest.approx(both, rel=1e-6)
+    assert first != pytest.approx(second, rel=1e-3)  # the two halves are different windows
+    assert evaluate_lm(model, corpus, 8, max_windows=5, start=5, batch_size=64) == pytest.approx(second, rel=1e-6)
 
 
 def test_training_reduces_loss_and_sgt_closes_its_guides():

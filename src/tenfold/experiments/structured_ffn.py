@@ -28,9 +28,11 @@ import torch
 from tenfold import plotting
 from tenfold.compute_matched import matched_row, matched_steps
 from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, seed_stats
-from tenfold.experiments.structured_ffn_lm import train_gpt_on_text
+from tenfold.experiments.structured_ffn_lm import CORPORA, train_gpt_on_text
 from tenfold.train.amp import Amp
 from tenfold.nn.structured import LowRankLinear, StructuredMLP
+from tenfold.train.loop import compare_convergence
+from tenfold.tuning import ArmTuning, TuningSpec, final_loss
 from tenfold.utils.bench import BenchRow, compare
 from tenfold.utils.threads import one_thread
 
@@ -39,6 +41,10 @@ ARM_FFN = {"dense": None, "lowrank63": {"kind": "lowrank", "rank_fraction": 0.5}
            "lowrank32": {"kind": "lowrank", "rank_fraction": 0.25},
            "lowrank32_sgt": {"kind": "lowrank", "rank_fraction": 0.25},
            "lowrank32_matched": {"kind": "lowrank", "rank_fraction": 0.25}}
+# each arm's learning rate (config field); the more-tokens arm is LowRank 32% trained longer, at LowRank 32%'s lr
+ARM_LR = {"dense": "lr_dense", "lowrank63": "lr_lowrank63", "lowrank32": "lr_lowrank32",
+          "lowrank32_sgt": "lr_lowrank32_sgt", "lowrank32_matched": "lr_lowrank32"}
+TUNED_ARMS = ARMS[:4]
 PAPER = ("Wei, Moalla, Pascanu, Gulcehre, 'Building on Efficient Foundations: Effectively Training LLMs with "
          "Structured Feedforward Layers', NeurIPS 2024 (arXiv 2406.16450)")
 
@@ -53,12 +59,17 @@ class Config:
     context: int = 64
     batch_size: int = 32
     steps: int = 800
-    lr: float = 3e-3
+    # AdamW peak learning rate of each arm: at quick, chosen from one grid on development seeds (TUNING below)
+    lr_dense: float = 3e-3
+    lr_lowrank63: float = 3e-3
+    lr_lowrank32: float = 3e-3  # also the more-tokens arm's
+    lr_lowrank32_sgt: float = 3e-3
     sgt_ratio: float = 0.5
     sgt_reduce_flop: bool = True  # as in every SGT run of the official scripts (experiment/sgd.sh)
     paired_init: bool = True  # every arm of a seed starts from that seed's dense model (and sees its batches)
     rope: bool = False  # learned positions (the development runs used them); True: shared RoPE
     eval_windows: int = 0  # 0: every validation window
+    dev_windows: int = 1024  # tuning trials score on the last dev_windows validation windows (after the claim's)
     corpus: str = "pydoc"  # "pydoc" (465K characters) or "torch-source" (46M characters, tenfold.tasks.text)
     ffn_act: str = "gelu"  # "gelu" or "swiglu" (official fused_swiglu), dense and structured FFNs alike
     sgt_mode: str = "fixedstep"  # "fixedflop": the SGT arm trains steps + guided steps (official trainer)
@@ -73,44 +84,48 @@ class Config:
     repeats: int = 3
 
 
-QUICK_LR = 7e-3  # development seed 40: the premise gap grows with lr (3e-3: -0.012, 5e-3: +0.006, 7e-3: +0.019)
+# quick: each arm's lr as chosen by the sweep on development seeds (TUNING below; the grid is LR_GRID)
+QUICK_LRS = {"lr_dense": 7e-3, "lr_lowrank63": 7e-3, "lr_lowrank32": 7e-3, "lr_lowrank32_sgt": 7e-3}
 PRESETS = {
     "smoke": Config(seeds=(0,), dim=32, num_layers=2, context=32, batch_size=8, steps=6, eval_windows=8,
                     claim_width=256, claim_tokens=256, grid_widths=(128,), grid_tokens=(64,), merge_width=128,
                     merge_tokens=(1, 16), repeats=1),
     # d = 128, 2 layers (layer 0 dense): 800 steps x 16 x 64 characters = 0.82M characters, 0.02 passes
-    "quick": Config(dim=128, num_layers=2, context=64, batch_size=16, steps=800, lr=QUICK_LR, corpus="torch-source",
+    "quick": Config(dim=128, num_layers=2, context=64, batch_size=16, steps=800, **QUICK_LRS, corpus="torch-source",
                     eval_windows=1024),
     # sized for one H100-class GPU (not measured: no GPU was available): 3000 steps x 64 x 128 characters
     # = 24.6M characters, 0.56 passes over the 44M training characters
     "full": Config(seeds=(0, 1, 2, 3, 4), dim=256, num_layers=4, num_heads=4, context=128, batch_size=64, steps=3000,
-                   lr=3e-3, corpus="torch-source", eval_windows=4096, grid_widths=(256, 512, 1024, 1536),
+                   corpus="torch-source", eval_windows=4096, grid_widths=(256, 512, 1024, 1536),
                    grid_tokens=(16, 512, 4096, 16384), repeats=5, amp="bf16"),  # the official runs train in bf16
 }
 
 
-# The claim table. The premise threshold (0.02 nats/char) was fixed before the regime search.
+# The claim table. The premise threshold (0.02 nats/char) was fixed before the regime search; the
+# statements name the tuning and the shared budgets (the thresholds predate both).
+FAIR = "each arm's lr chosen from one grid on development seeds; the arms share a fixed budget of `steps` steps on purpose"
 CLAIMS = (
     ClaimSpec("structured-ffn.premise", "SGT's premise: LowRank 32% is measurably behind dense early in training "
               "(measured: mean training loss over the first quarter of the steps, LowRank 32% - dense, paired "
-              "arms, mean over seeds, nats/char)",
+              "arms, each at its own lr chosen from one grid on development seeds, mean over seeds, nats/char)",
               "structured layers train poorly from initialisation: loss spikes, slow convergence (Fig. 3, 4 x 768, "
               "R = 128); SGT is proposed for that", ">= 0.02"),
     ClaimSpec("structured-ffn.dense-beats-63", "Dense FFNs reach a lower validation loss than LowRank 63% "
-              "(measured: loss(63%) - loss(dense), nats)",
+              f"(measured: loss(63%) - loss(dense), nats); {FAIR}",
               "Table 1: dense 12.46 PPL vs LowRank 63% 12.86 at 1.3B", "> 0"),
     ClaimSpec("structured-ffn.63-beats-32", "LowRank 63% reaches a lower validation loss than LowRank 32% "
-              "(measured: loss(32%) - loss(63%), nats)",
+              f"(measured: loss(32%) - loss(63%), nats); {FAIR}",
               "Table 1: LowRank 63% 12.86 PPL vs 32% 13.55 at 1.3B", "> 0"),
     ClaimSpec("structured-ffn.sgt-gap", "Self-guided training closes at least a quarter of the validation-loss "
               "gap between LowRank 32% and dense (fraction closed: mean paired SGT effect / mean paired gap "
-              "over seeds)",
+              f"over seeds); {FAIR}",
               "SGT brings 32% LowRank to ~0.4 PPL of dense at 1.3B; smoother, closer to dense (Fig. 3)",
               ">= 0.25", requires="structured-ffn.premise"),
     ClaimSpec("structured-ffn.sgt-vs-more-tokens", "At equal training FLOPs, LowRank 32% with SGT reaches a "
               "validation loss no higher than LowRank 32% trained on more tokens (measured: loss(32%, more "
               "tokens) - loss(32% + SGT), nats, mean over seeds; the longer run's counted FLOPs equal the SGT "
-              "run's, guides included)",
+              "run's, guides included); each arm's lr chosen from one grid on development seeds (the longer run "
+              "at LowRank 32%'s); the two share a fixed training-FLOP budget on purpose",
               "at the same training FLOPs, self-guided training matches or beats structured training with more "
               "tokens (32% FFN parameters; comparison of dense and structured FFNs at equal FLOPs)",
               ">= 0", requires="structured-ffn.premise"),
@@ -124,18 +139,36 @@ CLAIMS = (
 # part 1: the character LM
 
 
-def run_seed(cfg: Config, ctx: RunContext) -> dict:
+def train_arm(cfg: Config, arm: str, seed: int, device: str, steps: int, dev: bool = False) -> dict:
+    """Train ``arm`` for ``steps`` steps at its own lr (``ARM_LR``) on seed ``seed``; validation on the
+    claim's windows, or with ``dev`` on the development windows (the last ``dev_windows`` of the split)."""
     model = {"dim": cfg.dim, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
              "max_seq_len": cfg.context, "bias": True, "ffn_act": cfg.ffn_act}
+    window = dev_window(cfg) if dev else {"eval_windows": cfg.eval_windows or None}
+    train = {"steps": steps, "batch_size": cfg.batch_size, "context": cfg.context, "lr": getattr(cfg, ARM_LR[arm]),
+             "sgt": arm.endswith("_sgt"), "sgt_ratio": cfg.sgt_ratio, "sgt_reduce_flop": cfg.sgt_reduce_flop,
+             "sgt_mode": cfg.sgt_mode, "amp": cfg.amp, **window}
+    ffn = None if ARM_FFN[arm] is None else {**ARM_FFN[arm], "act": cfg.ffn_act}
+    return train_gpt_on_text(model, train, seed=seed, ffn=ffn, rope=cfg.rope, paired_init=cfg.paired_init,
+                             device=device, corpus=cfg.corpus)
+
+
+def dev_window(cfg: Config) -> dict:
+    """The development split of tuning trials: the last ``dev_windows`` validation windows, which the
+    claim's windows (the first ``eval_windows``) never reach (``ValueError`` where they would)."""
+    total = CORPORA[cfg.corpus]().num_windows("val", cfg.context)
+    start = total - cfg.dev_windows
+    if cfg.dev_windows < 1 or cfg.eval_windows < 1 or cfg.eval_windows > start:
+        raise ValueError(f"dev_windows ({cfg.dev_windows}) must be >= 1 and, with eval_windows ({cfg.eval_windows}, "
+                         f"must be >= 1), fit in the {total} validation windows without overlap")
+    return {"eval_windows": cfg.dev_windows, "eval_start": start}
+
+
+def run_seed(cfg: Config, ctx: RunContext) -> dict:
     record = {}
     for arm in ctx.progress(ARMS, desc="arms"):
         steps = cfg.steps if arm != "lowrank32_matched" else matched_steps(cfg.steps, flop_ratio(record))
-        train = {"steps": steps, "batch_size": cfg.batch_size, "context": cfg.context, "lr": cfg.lr,
-                 "sgt": arm.endswith("_sgt"), "sgt_ratio": cfg.sgt_ratio, "sgt_reduce_flop": cfg.sgt_reduce_flop,
-                 "sgt_mode": cfg.sgt_mode, "eval_windows": cfg.eval_windows or None, "amp": cfg.amp}
-        ffn = None if ARM_FFN[arm] is None else {**ARM_FFN[arm], "act": cfg.ffn_act}
-        result = train_gpt_on_text(model, train, seed=ctx.seed, ffn=ffn, rope=cfg.rope,
-                                   paired_init=cfg.paired_init, device=str(ctx.device), corpus=cfg.corpus)
+        result = train_arm(cfg, arm, ctx.seed, str(ctx.device), steps)
         record[arm] = {key: result[key] for key in
                        ("losses", "alphas", "val_loss", "spikes", "train_flops", "guide_flops", "params",
                         "train_steps", "s_per_step", "cpu_s")}
@@ -288,7 +321,24 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
         mean_gap = float(np.mean(paired["gap"]))
         notes["structured-ffn.sgt-gap"] = f"undefined: mean gap loss(32%) - loss(dense) = {mean_gap:.4f} <= 0"
     return Evaluation(measured=measured, notes=notes, metrics=metrics,
-                      figures=[_loss_figure(cfg, records, out_dir), _speed_figure(cfg, speed, out_dir)])
+                      figures=[_loss_figure(cfg, records, out_dir), _speed_figure(cfg, speed, out_dir)],
+                      convergence=comparison_convergence(records, mean))
+
+
+COMPARED = {"structured-ffn.dense-beats-63": ("dense", "lowrank63"),
+            "structured-ffn.63-beats-32": ("lowrank63", "lowrank32"),
+            "structured-ffn.sgt-gap": ("dense", "lowrank32", "lowrank32_sgt"),
+            "structured-ffn.sgt-vs-more-tokens": ("lowrank32_sgt", "lowrank32_matched")}
+
+
+def comparison_convergence(records: dict[int, dict], val_mean: dict[str, float]) -> dict:
+    """The convergence of each comparison claim's arms (training loss over the last 10 % of each arm's
+    steps), the arms' mean validation loss beside them; every comparison shares its budget on purpose
+    (the premise compares early training, not end points, and is left out)."""
+    losses = {arm: [records[s][arm]["losses"] for s in sorted(records)] for arm in ARMS}
+    return {claim: compare_convergence({arm: losses[arm] for arm in arms}, shared_budget=True,
+                                       scores={arm: val_mean[arm] for arm in arms})
+            for claim, arms in COMPARED.items()}
 
 
 def _compute_matched(records: dict[int, dict], val: dict) -> dict:
@@ -338,8 +388,32 @@ def _speed_figure(cfg: Config, speed: dict, out_dir: Path) -> str:
     return plotting.save(fig, out_dir, "throughput.png")
 
 
+# ---------------------------------------------------------------------------------------------------
+# tuning: each compared arm's lr from one grid, on development seeds, scored on the development windows
+
+
+def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
+    """One tuning trial (the CPU): ``arm`` trained for ``cfg.steps`` steps at its lr on development seed
+    ``seed`` (paired init and batches as in the claim runs), scored by minus its validation loss on the
+    development windows (:func:`dev_window`); ``loss`` is the mean training loss over the last 10 % of steps."""
+    if arm not in TUNED_ARMS:
+        raise ValueError(f"arm must be one of {TUNED_ARMS}, got {arm!r}")
+    out = train_arm(cfg, arm, seed, "cpu", cfg.steps, dev=True)
+    return {"score": -out["val_loss"], "loss": final_loss(out["losses"])}
+
+
+LR_GRID = (2.5e-3, 3.5e-3, 5e-3, 7e-3, 1e-2)  # x1.4 steps around the old shared 7e-3
+TUNING = TuningSpec(
+    fields={arm: {"lr": ARM_LR[arm]} for arm in TUNED_ARMS},
+    trial=tune_trial,
+    metric="minus the validation loss (nats/char) on the development windows, the last dev_windows windows of the "
+           "validation split (the claims use the first eval_windows)",
+    record={},
+)
+
+
 EXPERIMENT = Experiment(
     name="structured-ffn", paper=PAPER, presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=5.0,
     claims=CLAIMS,
-    devices=("cpu", "cuda"),
+    devices=("cpu", "cuda"), tuning=TUNING,
 )

@@ -48,6 +48,7 @@ class LMTrainConfig:
     clip: float = 1.0
     eval_every: int = 0  # validation every n steps (0: only at the end)
     eval_windows: int | None = None  # cap on validation windows per evaluation (None: all)
+    eval_start: int = 0  # first validation window evaluated (tuning trials score on windows after the claim's)
     sgt: bool = False  # self-guided training of the structured layers
     sgt_ratio: float = 0.5
     sgt_schedule: str = "cosine"
@@ -61,6 +62,8 @@ class LMTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.eval_start < 0:
+            raise ValueError(f"eval_start must be >= 0, got {self.eval_start}")
         if not 0 <= self.warmup_frac < 1 or not 0 <= self.min_lr_frac <= 1:
             raise ValueError("warmup_frac must be in [0, 1) and min_lr_frac in [0, 1]")
         if self.sgt_schedule not in SCHEDULES:
@@ -130,20 +133,21 @@ def _all_reduce(values: list[float]) -> list[float]:
 
 @torch.no_grad()
 def evaluate_lm(model: nn.Module, corpus: CharCorpus, context: int, max_windows: int | None = None,
-                batch_size: int = 64, amp: str = "off") -> float:
-    """Mean next-character cross-entropy (nats) over the validation windows (the first
-    ``max_windows`` when given); windows are split over ranks and the sums all-reduced. Forwards run
-    under ``autocast(amp)``."""
+                batch_size: int = 64, amp: str = "off", start: int = 0) -> float:
+    """Mean next-character cross-entropy (nats) over the validation windows from window ``start`` on
+    (the first ``max_windows`` of them when given); windows are split over ranks and the sums
+    all-reduced. Forwards run under ``autocast(amp)``."""
     rank, size = world().rank, world().size
     device = next(model.parameters()).device
+    end = None if max_windows is None else start + max_windows
     was_training = model.training
     model.eval()
     total, count, index = 0.0, 0, 0
     for x, y in corpus.windows("val", context, batch_size):
-        if max_windows is not None and index >= max_windows:
+        if end is not None and index >= end:
             break
-        keep = [i for i in range(len(x)) if (index + i) % size == rank
-                and (max_windows is None or index + i < max_windows)]
+        keep = [i for i in range(len(x)) if start <= index + i and (index + i) % size == rank
+                and (end is None or index + i < end)]
         index += len(x)
         if not keep:
             continue
@@ -194,7 +198,8 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig, seed: int
         if sgt is not None and sgt.maybe_close(optimizer):
             state["net"] = _wrap(model, find_unused=False)
         if cfg.eval_every and step and step % cfg.eval_every == 0:
-            val_curve.append((step, evaluate_lm(model, corpus, cfg.context, cfg.eval_windows, amp=cfg.amp)))
+            val_curve.append((step, evaluate_lm(model, corpus, cfg.context, cfg.eval_windows, amp=cfg.amp,
+                                                start=cfg.eval_start)))
         if step == cfg.steps:  # fixed-FLOP SGT: replay the first batches
             state["generator"] = torch.Generator().manual_seed(seed)
         x, y = corpus.batch("train", cfg.batch_size, cfg.context, state["generator"])
@@ -219,7 +224,7 @@ def train_lm(model: nn.Module, corpus: CharCorpus, cfg: LMTrainConfig, seed: int
     if sgt is not None and not sgt.closed:  # the guides close after the last guided step (ratio 1: the last step)
         sgt.count = max(sgt.count, sgt.guided_steps)
         sgt.maybe_close(optimizer)
-    val = evaluate_lm(model, corpus, cfg.context, cfg.eval_windows, amp=cfg.amp)
+    val = evaluate_lm(model, corpus, cfg.context, cfg.eval_windows, amp=cfg.amp, start=cfg.eval_start)
     val_curve.append((steps, val))
     return {
         "losses": losses, "alphas": alphas, "val_loss": val, "val_curve": val_curve,
