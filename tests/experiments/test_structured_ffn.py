@@ -1,8 +1,8 @@
+import dataclasses
+
 import pytest
 
 from tenfold.experiment import fill_claims
-import dataclasses
-
 from tenfold.experiments.structured_ffn import (ARMS, CLAIMS, EXPERIMENT, PRESETS, comparison_convergence,
                                                 dev_window, flop_ratio, premise_gap, tune_trial)
 from tenfold.compute_matched import matched_steps

@@ -88,10 +88,10 @@ def test_bad_config_raises():
 
 
 def test_evaluation_from_a_start_window_covers_exactly_its_windows():
+    import random
+
     from tenfold.models.gpt import GPT, GPTConfig
     from tenfold.tasks.text import CharCorpus
-
-    import random
 
     letters = random.Random(0)
     corpus = CharCorpus(TEXT + "".join(letters.choice("abcdefghij") for _ in range(600)))  # aperiodic validation

@@ -10,7 +10,9 @@ arXiv 2406.16450), reproduced at CPU scale in two parts:
    quarter of the gap between LowRank 32% and dense. Loss spikes are counted and reported. The guides
    cost training FLOPs, so LowRank 32% is also trained on more tokens until its counted training FLOPs
    equal the SGT run's ("structured with more tokens", the paper's compute-matched baseline); where the
-   premise holds, SGT must match or beat it.
+   premise holds, SGT must match or beat it. Each compared arm trains at its own learning rate, chosen
+   from one grid on development seeds by the validation loss on development windows (``TUNING``), and
+   the convergence of each comparison's arms is reported beside its claim.
 2. FFN throughput at equal width (fc1 → GELU → fc2, fp32, no grad, one thread), dense and LowRank
    timed side by side (interleaved): LowRank 32% must be ≥ 1.5× faster at width 1024 with 8192
    tokens; the crossover where the merged (pre-merged dense) form beats the factored one at few
