@@ -34,9 +34,10 @@ def test_each_backbone_trains_at_its_own_lr():
     with pytest.raises(ValueError, match="backbone must be one of"):
         lram.arm_lr(cfg, "mamba")
     data, _ = lram.dataset(cfg)
+    other = dataclasses.replace(cfg, lr_transformer=1e-2)
     _, base = lram.train(cfg, data, lram.model_config(cfg, "transformer"), 1000)
-    _, moved = lram.train(dataclasses.replace(cfg, lr_transformer=1e-2), data, lram.model_config(cfg, "transformer"), 1000)
-    _, xlstm = lram.train(dataclasses.replace(cfg, lr_transformer=1e-2), data, lram.model_config(cfg, "xlstm"), 1000)
+    _, moved = lram.train(other, data, lram.model_config(cfg, "transformer"), 1000)
+    _, xlstm = lram.train(other, data, lram.model_config(cfg, "xlstm"), 1000)
     _, xlstm_base = lram.train(cfg, data, lram.model_config(cfg, "xlstm"), 1000)
     assert base[0] == moved[0] and base[-1] != moved[-1]  # same data and init, another lr
     assert xlstm == xlstm_base  # the Transformer's lr does not touch the xLSTM

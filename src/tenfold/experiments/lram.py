@@ -158,10 +158,10 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def train(cfg: Config, data: OfflineDataset, model_cfg: LRAMConfig, seed: int, progress=lambda it: it,
           device: torch.device = torch.device("cpu")):
-    """AdamW at the backbone's lr (:func:`arm_lr`) with gradient clipping and a linear warm-up multiplied into a cosine over all steps from
-    step 0 (``warmup_cosine(overlap=True)``; see docs/methods/lram.md); each optimizer step sums one
-    single-domain micro-batch per domain (domains cycled within the step, as in the official
-    multi-domain loop). Micro-batches are drawn on the CPU and moved to ``device``."""
+    """AdamW at the backbone's lr (:func:`arm_lr`) with gradient clipping and a linear warm-up multiplied
+    into a cosine over all steps from step 0 (``warmup_cosine(overlap=True)``; see docs/methods/lram.md);
+    each optimizer step sums one single-domain micro-batch per domain (domains cycled within the step, as
+    in the official multi-domain loop). Micro-batches are drawn on the CPU and moved to ``device``."""
     torch.manual_seed(seed)
     model = LRAM(model_cfg).to(device)  # initialised on the CPU: the same weights on every device
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=arm_lr(cfg, model_cfg.backbone))
