@@ -142,10 +142,10 @@ def model_config(cfg: Config, backbone: str, actions_in_context: bool = False) -
 
 
 def arm_lr(cfg: Config, backbone: str) -> float:
-    """The AdamW learning rate of ``backbone`` ("xlstm" or "transformer")."""
+    """The AdamW learning rate of ``backbone`` ("xlstm" or "transformer"): the config field ``TUNING`` names."""
     if backbone not in ARMS:
         raise ValueError(f"backbone must be one of {ARMS}, got {backbone!r}")
-    return cfg.lr_xlstm if backbone == "xlstm" else cfg.lr_transformer
+    return getattr(cfg, TUNING.fields[backbone]["lr"])
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
