@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tenfold.models.gpt import Block, GPTConfig, make_norm
-from tenfold.nn.attention import KVCache
+from tenfold.models.gpt import Block, GPTConfig, make_norm, position_embedding
+from tenfold.nn.attention import KVCache, continue_positions, tell_next_position
 from tenfold.nn.xlstm import XLSTMStack
 
 
@@ -90,9 +90,7 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"expected x shaped (batch, seq, {self.dim}), got {tuple(x.shape)}")
         last = None
         if positions is None:
-            start = state[0].next_position if state else 0
-            positions = torch.arange(start, start + x.shape[1], device=x.device)
-            last = start + x.shape[1] - 1  # known on the host: no device read-back
+            positions, last = continue_positions(state, x.shape[1], x.device)
         return self._run(x, state, positions, last, attn_mask)
 
     def _run(self, x: torch.Tensor, state: list[KVCache] | None, positions: torch.Tensor, last: int | None,
@@ -100,16 +98,11 @@ class CausalTransformer(nn.Module):
         """``forward`` with ``last``, the last and highest of ``positions`` when the caller knows it on
         the host (None: read from the device where needed)."""
         if self.pos is not None:
-            highest = int(positions.max()) if last is None else last
-            if highest >= self.cfg.max_seq_len:
-                raise ValueError(f"position {highest} exceeds max_positions={self.cfg.max_seq_len}; "
-                                 "use a sliding window or a larger max_positions")
-            x = x + self.pos(positions)
+            x = x + position_embedding(self.pos, positions, last, "max_positions",
+                                       "; use a sliding window or a larger max_positions")
         for i, block in enumerate(self.blocks):
             x = block(x, positions, state[i] if state else None, attn_mask)
-        if state and last is not None:
-            for cache in state:
-                cache.next_position = last + 1
+        tell_next_position(state, last)
         return self.norm(x), state
 
     def step(self, x_t: torch.Tensor, state: list[KVCache] | None = None, position: int | None = None):

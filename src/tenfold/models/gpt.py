@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tenfold.nn.attention import Attention, KVCache
+from tenfold.nn.attention import Attention, KVCache, continue_positions, tell_next_position
 from tenfold.nn.structured import FFN_ACTS, ffn_activation
 
 FFNFactory = Callable[[int, int, int], nn.Module]  # (dim, hidden, layer_index) -> module
@@ -95,6 +95,17 @@ class Block(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+def position_embedding(table: nn.Embedding, positions: torch.Tensor, last: int | None, size_name: str,
+                       hint: str = "") -> torch.Tensor:
+    """``table(positions)``, a learned absolute position embedding, after checking that the highest
+    position fits the table (``last``: the highest when the caller knows it on the host; None reads it
+    from the device). ``size_name`` and ``hint`` word the error."""
+    highest = int(positions.max()) if last is None else last
+    if highest >= table.num_embeddings:
+        raise ValueError(f"position {highest} exceeds {size_name}={table.num_embeddings}{hint}")
+    return table(positions)
+
+
 class GPT(nn.Module):
     """Decoder-only transformer language model (Radford et al., 2019; nanoGPT layout).
 
@@ -118,23 +129,15 @@ class GPT(nn.Module):
         from :meth:`new_caches`) positions continue from what the caches hold."""
         if tokens.dim() != 2:
             raise ValueError(f"expected tokens shaped (batch, seq), got {tuple(tokens.shape)}")
-        seq = tokens.shape[1]
         last = None
         if positions is None:
-            start = caches[0].next_position if caches else 0
-            positions = torch.arange(start, start + seq, device=tokens.device)
-            last = start + seq - 1  # known on the host: no device read-back
+            positions, last = continue_positions(caches, tokens.shape[1], tokens.device)
         h = self.embed(tokens)
         if self.pos is not None:
-            highest = int(positions.max()) if last is None else last
-            if highest >= self.cfg.max_seq_len:
-                raise ValueError(f"position {highest} exceeds max_seq_len={self.cfg.max_seq_len}")
-            h = h + self.pos(positions)
+            h = h + position_embedding(self.pos, positions, last, "max_seq_len")
         for i, block in enumerate(self.blocks):
             h = block(h, positions, caches[i] if caches else None)
-        if caches and last is not None:
-            for cache in caches:
-                cache.next_position = last + 1
+        tell_next_position(caches, last)
         h = self.norm(h)
         return h @ self.embed.weight.T if self.head is None else self.head(h)
 

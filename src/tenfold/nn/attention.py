@@ -14,7 +14,7 @@ long key sequences (``two_pass_min_keys``) in two passes that never form the ful
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +78,22 @@ class KVCache:
 
     def nbytes(self) -> int:
         return 0 if self.k is None else self.k.nbytes + self.v.nbytes
+
+
+def continue_positions(caches: Sequence[KVCache] | None, seq: int,
+                       device: torch.device) -> tuple[torch.Tensor, int]:
+    """The (seq,) positions that continue what ``caches`` (one per layer) hold, 0, 1, ... without
+    caches, and the last of them as a Python int: known on the host, so no device read-back."""
+    start = caches[0].next_position if caches else 0
+    return torch.arange(start, start + seq, device=device), start + seq - 1
+
+
+def tell_next_position(caches: Sequence[KVCache] | None, last: int | None) -> None:
+    """After a forward over positions ending at ``last`` (known on the host), tell every cache the
+    next position, so that none derives it from the device; ``last=None`` leaves them to derive it."""
+    if caches and last is not None:
+        for cache in caches:
+            cache.next_position = last + 1
 
 
 class Attention(nn.Module):
