@@ -54,6 +54,18 @@ def test_masked_action_dims_and_timesteps_get_no_loss_or_gradient(backbone):
     assert all(p.grad is not None for n, p in model.named_parameters() if "image" not in n and "action_embed" not in n)
 
 
+def test_loss_is_the_mean_cross_entropy_over_the_valid_ids():
+    torch.manual_seed(0)
+    model = LRAM(LRAMConfig(backbone="xlstm", dim=16, num_layers=2, num_heads=2, max_act_dim=4, context=5))
+    batch = make_batch(model)
+    mask = batch["action_mask"]
+    context = batch["actions"].masked_fill(~mask, model.tokenizer.vocab_size)
+    logits = model(batch["states"], batch["returns"], batch["rewards"], batch["scale"],
+                   context if model.cfg.actions_in_context else None, batch["timesteps"])
+    gathered = torch.nn.functional.cross_entropy(logits[mask], batch["actions"][mask])  # 26 valid ids of 60
+    assert torch.allclose(model.loss(batch), gathered, rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("backbone", ["xlstm", "transformer"])
 @pytest.mark.parametrize("actions_in_context", [False, True])
 def test_agent_stepping_equals_the_training_forward(backbone, actions_in_context):

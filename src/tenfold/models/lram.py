@@ -58,6 +58,7 @@ class ActionTokenizer:
 
 INIT_KINDS = ("hf", "torch")
 INITIALIZER_RANGE = 0.02  # Hugging Face DecisionTransformerConfig.initializer_range
+IGNORE = -100  # target id of the masked-out action dimensions in the loss
 
 
 @dataclass
@@ -203,9 +204,9 @@ class LRAM(nn.Module):
         context_ids = batch["actions"].masked_fill(~batch["action_mask"], self.tokenizer.vocab_size)
         logits = self(batch["states"], batch["returns"], batch["rewards"], batch["scale"],
                       context_ids if self.cfg.actions_in_context else None, batch.get("timesteps"))
-        mask = batch["action_mask"]
-        per_id = F.cross_entropy(logits[mask], batch["actions"][mask])  # (valid ids,) averaged
-        return per_id
+        # invalid ids are ignored rather than gathered out: no data-dependent shape, so no device read-back
+        targets = batch["actions"].masked_fill(~batch["action_mask"], IGNORE)
+        return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), ignore_index=IGNORE)  # (B*T*A, vocab)
 
 
 def allowed_vocab(tokenizer: ActionTokenizer, discrete: bool, n_actions: int = 0) -> torch.Tensor:
