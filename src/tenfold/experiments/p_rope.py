@@ -15,6 +15,11 @@ zero-frequency channels that do not.
 Then the frequency-usage analysis of the trained models (Sec. 4): the previous-token head of the RoPE
 model should put its query/key norm on the fastest frequencies, and the retrieval head of the
 0.75-RoPE model on its zero-frequency (NoPE) pairs.
+
+The compared arms (NoPE, RoPE, 0.75-RoPE) train each task at their own learning rate, chosen from one
+grid on development seeds by the accuracy on a development set at the training length (``TUNING``);
+the other arms share ``lr``. The convergence of the compared arms' training loss is reported beside
+the claims (docs/methods/p-rope.md, "Fair baselines").
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from tenfold.models.gpt import GPT, GPTConfig
 from tenfold.nn.rope import RotaryEmbedding
 from tenfold.tasks.positional import IGNORE_INDEX, PositionalTask, SemanticTask
 from tenfold.train.amp import Amp, autocast
-from tenfold.train.loop import fit, warmup_cosine
+from tenfold.train.loop import compare_convergence, fit, warmup_cosine
+from tenfold.tuning import ArmTuning, TuningSpec, final_loss
 
 # arm name -> RotaryEmbedding keyword arguments (p and truncate; base and head_dim come from the config)
 ARMS = {
@@ -46,6 +52,16 @@ ARMS = {
     "0.75-reversed": {"p": 0.75, "truncate": "high"},
     "0.75-partial": {"p": 0.75, "truncate": "prefix"},
 }
+TASKS = ("positional", "semantic")
+# the compared arms' lr per task (config field); the other arms train both tasks at ``lr``
+ARM_LR = {("positional", "NoPE"): "lr_p_nope", ("positional", "RoPE"): "lr_p_rope",
+          ("positional", "0.75-RoPE"): "lr_p_prope", ("semantic", "NoPE"): "lr_s_nope",
+          ("semantic", "RoPE"): "lr_s_rope", ("semantic", "0.75-RoPE"): "lr_s_prope"}
+# data streams of a seed (generator seed * 16 + k) and the initial weights of each task (torch seed * 16 + k)
+TRAIN_STREAM = {"positional": 1, "semantic": 4}
+TEST_STREAM = {"positional": 2, "semantic": 5}  # the claims' held-out batches
+DEV_STREAM = {"positional": 6, "semantic": 7}  # the development sets of tuning trials (never read by the claims)
+INIT_OFFSET = {"positional": 0, "semantic": 3}
 
 
 @dataclass
@@ -59,7 +75,14 @@ class Config:
     ffn_mult: float = 2.0
     tie_embeddings: bool = False  # tied: heads split between previous and current token, task P plateaus ~0.9
     batch: int = 32
-    lr: float = 3e-3
+    lr: float = 3e-3  # the arms without a tuned lr (0.25-RoPE, 0.75-reversed, 0.75-partial), both tasks
+    # AdamW peak lr of each compared arm per task, chosen from one grid on development seeds (TUNING below)
+    lr_p_nope: float = 3e-3
+    lr_p_rope: float = 3e-3
+    lr_p_prope: float = 3e-3
+    lr_s_nope: float = 3e-3
+    lr_s_rope: float = 3e-3
+    lr_s_prope: float = 3e-3
     warmup: int = 50
     amp: Amp = "off"  # "bf16": training and accuracy forwards under bfloat16 autocast (analysis stays float32)
     # task P
@@ -77,6 +100,7 @@ class Config:
     eval_batch: int = 128
     test_batch: int = 64  # sequences per test distance
     curve_every: int = 25
+    dev_batch: int = 512  # sequences of a tuning trial's development set (training length)
 
 
 PRESETS = {
@@ -86,18 +110,24 @@ PRESETS = {
     "full": Config(seeds=tuple(range(10)), p_steps=1500, s_steps=2000, eval_batch=512, test_batch=256),
 }
 
+# The thresholds were fixed before the first runs; the statements name the tuning and the shared budgets.
+FAIR = ("each arm's lr for the task chosen from one grid on development seeds; the arms share a fixed budget of "
+        "{steps} steps on purpose")
 CLAIMS = (
-    ClaimSpec("p-rope.nope-positional", "NoPE stays near chance on the previous-token task (mean accuracy)",
+    ClaimSpec("p-rope.nope-positional", "NoPE stays near chance on the previous-token task (mean accuracy; "
+              f"{FAIR.format(steps='p_steps')})",
               "A single NoPE head cannot form a previous-token head (Prop. 5.2); Table 1: NoPE fails the positional "
               "task", "< 0.25"),
-    ClaimSpec("p-rope.rope-positional", "RoPE solves the previous-token task",
+    ClaimSpec("p-rope.rope-positional", f"RoPE solves the previous-token task ({FAIR.format(steps='p_steps')})",
               "RoPE builds sharp positional heads with its high frequencies (Thm. 5.3)", ">= 0.95"),
-    ClaimSpec("p-rope.prope-positional", "0.75-RoPE solves the previous-token task",
+    ClaimSpec("p-rope.prope-positional", "0.75-RoPE solves the previous-token task "
+              f"({FAIR.format(steps='p_steps')})",
               "p-RoPE keeps the high frequencies that positional heads need (Sec. 6)", ">= 0.95"),
     ClaimSpec("p-rope.prope-semantic-long-range", "Retrieval at the longest test distance (beyond the training "
-              "length): accuracy of 0.75-RoPE minus that of RoPE", "Low frequencies are not robust semantic channels "
+              "length): accuracy of 0.75-RoPE minus that of RoPE; " + FAIR.format(steps="s_steps"), "Low frequencies are not robust semantic channels "
               "over long contexts; p-RoPE's zero frequencies are (Sec. 5.2, Prop. 5.4, Sec. 6)", ">= 0.2"),
-    ClaimSpec("p-rope.prope-semantic-in-distribution", "0.75-RoPE solves retrieval at the training length",
+    ClaimSpec("p-rope.prope-semantic-in-distribution", "0.75-RoPE solves retrieval at the training length "
+              f"({FAIR.format(steps='s_steps')})",
               "p-RoPE does both the positional and the semantic task", ">= 0.95"),
     ClaimSpec("p-rope.positional-head-high-frequencies", "RoPE, previous-token task: share of the head's q.k chunk "
               "bound sum_k ||q^(k)|| ||k^(k)|| on the fastest 25% of the frequencies (uniform: 0.25)",
@@ -120,42 +150,66 @@ def build_model(cfg: Config, arm: str, vocab_size: int) -> GPT:
     return GPT(gpt_cfg, rope=rope)
 
 
-def _fit(cfg: Config, model: GPT, steps: int, loss_fn) -> list[float]:
-    """AdamW (no weight decay); warm-up multiplied into a cosine from step 0 down to 0.1 of the peak
-    (``warmup_cosine(overlap=True, floor=0.1)``)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+def arm_lr(cfg: Config, task: str, arm: str) -> float:
+    """The AdamW peak lr of ``arm`` on ``task``: its tuned field (``ARM_LR``) or the shared ``lr``."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    return getattr(cfg, ARM_LR.get((task, arm), "lr"))
+
+
+def _fit(cfg: Config, model: GPT, steps: int, loss_fn, lr: float) -> list[float]:
+    """AdamW (no weight decay) at peak ``lr``; warm-up multiplied into a cosine from step 0 down to 0.1 of
+    the peak (``warmup_cosine(overlap=True, floor=0.1)``). Returns every step's training loss."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     return fit(model, opt, loss_fn, steps, schedule=partial(warmup_cosine, warmup=cfg.warmup, decay_steps=steps,
                                                              floor=0.1, overlap=True))
 
 
-def train_positional(cfg: Config, arm: str, gen: torch.Generator, ctx: RunContext) -> tuple[GPT, list[float]]:
+def train_positional(cfg: Config, arm: str, gen: torch.Generator, device) -> tuple[GPT, list[float], list[float]]:
+    """The previous-token model of ``arm``: (model, batch accuracy every ``curve_every`` steps, losses)."""
     task = PositionalTask(vocab_size=cfg.p_vocab, offset=cfg.p_offset)
-    model = build_model(cfg, arm, task.vocab_size).to(ctx.device)
+    model = build_model(cfg, arm, task.vocab_size).to(device)
     curve = []
 
     def loss_fn(step: int) -> torch.Tensor:
-        tokens, targets = (t.to(ctx.device) for t in task.sample(cfg.batch, cfg.p_len, gen))
-        with autocast(cfg.amp, ctx.device):
+        tokens, targets = (t.to(device) for t in task.sample(cfg.batch, cfg.p_len, gen))
+        with autocast(cfg.amp, device):
             logits = model(tokens)
             if step % cfg.curve_every == 0 or step == cfg.p_steps - 1:
                 curve.append(_token_accuracy(logits.detach(), targets))
             return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)  # (b*s, V)
 
-    _fit(cfg, model, cfg.p_steps, loss_fn)
-    return model, curve
+    losses = _fit(cfg, model, cfg.p_steps, loss_fn, arm_lr(cfg, "positional", arm))
+    return model, curve, losses
 
 
-def train_semantic(cfg: Config, arm: str, gen: torch.Generator, ctx: RunContext) -> GPT:
+def train_semantic(cfg: Config, arm: str, gen: torch.Generator, device) -> tuple[GPT, list[float]]:
+    """The retrieval model of ``arm``: (model, losses)."""
     task = SemanticTask(num_keys=cfg.s_keys, num_values=cfg.s_values)
-    model = build_model(cfg, arm, task.vocab_size).to(ctx.device)
+    model = build_model(cfg, arm, task.vocab_size).to(device)
 
     def loss_fn(step: int) -> torch.Tensor:
-        tokens, targets, _ = (t.to(ctx.device) for t in task.sample(cfg.batch, cfg.s_len, gen))
-        with autocast(cfg.amp, ctx.device):
+        tokens, targets, _ = (t.to(device) for t in task.sample(cfg.batch, cfg.s_len, gen))
+        with autocast(cfg.amp, device):
             return F.cross_entropy(model(tokens)[:, -1], targets)  # loss on the query position only
 
-    _fit(cfg, model, cfg.s_steps, loss_fn)
-    return model
+    losses = _fit(cfg, model, cfg.s_steps, loss_fn, arm_lr(cfg, "semantic", arm))
+    return model, losses
+
+
+def stream(seed: int, task: str, kind: dict[str, int]) -> torch.Generator:
+    """The data generator ``seed * 16 + kind[task]`` (the same data for every arm of a seed)."""
+    return torch.Generator().manual_seed(seed * 16 + kind[task])
+
+
+def train_task(cfg: Config, task: str, arm: str, seed: int, device) -> tuple[GPT, list[float], list[float]]:
+    """``arm`` trained on ``task`` from the seed's initial weights (the same for every arm: RoPE has no
+    parameters) on the seed's training stream: (model, positional accuracy curve or [], losses)."""
+    torch.manual_seed(seed * 16 + INIT_OFFSET[task])
+    if task == "positional":
+        return train_positional(cfg, arm, stream(seed, task, TRAIN_STREAM), device)
+    model, losses = train_semantic(cfg, arm, stream(seed, task, TRAIN_STREAM), device)
+    return model, [], losses
 
 
 def _token_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -212,17 +266,14 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
         raise ValueError(f"unknown arms {unknown}; valid arms: {list(ARMS)}")
     start_cpu = time.process_time()
     record: dict = {"arms": {}}
-    stream = lambda k: torch.Generator().manual_seed(ctx.seed * 16 + k)  # the same data for every arm
     for arm in ctx.progress(cfg.arms, desc="arms"):
         arm_start = time.process_time()
-        torch.manual_seed(ctx.seed * 16)  # the same initial weights for every arm (RoPE has no parameters)
-        p_model, curve = train_positional(cfg, arm, stream(1), ctx)
-        positional = evaluate_positional(cfg, p_model, stream(2), ctx.device)
-        torch.manual_seed(ctx.seed * 16 + 3)
-        s_model = train_semantic(cfg, arm, stream(4), ctx)
-        semantic = evaluate_semantic(cfg, s_model, stream(5), ctx.device)
+        p_model, curve, p_loss = train_task(cfg, "positional", arm, ctx.seed, ctx.device)
+        positional = evaluate_positional(cfg, p_model, stream(ctx.seed, "positional", TEST_STREAM), ctx.device)
+        s_model, _, s_loss = train_task(cfg, "semantic", arm, ctx.seed, ctx.device)
+        semantic = evaluate_semantic(cfg, s_model, stream(ctx.seed, "semantic", TEST_STREAM), ctx.device)
         record["arms"][arm] = {"p_curve": curve, "positional": positional, "semantic": semantic,
-                               "cpu_s": time.process_time() - arm_start}
+                               "p_loss": p_loss, "s_loss": s_loss, "cpu_s": time.process_time() - arm_start}
     record["cpu_s"] = time.process_time() - start_cpu
     return record
 
@@ -285,7 +336,30 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     metrics = _metrics(cfg, records, arms, p_acc, s_in, high_share, nope_share)
     figures = [_figure_distance(cfg, records, arms, out_dir), _figure_curves(cfg, records, arms, out_dir),
                _figure_usage(cfg, records, arms, out_dir)]
-    return Evaluation(measured=measured, notes=notes, metrics=metrics, figures=figures)
+    scores = {"positional": {a: _mean(p_acc[a]) for a in arms}, "semantic": {a: _mean(s_far[a]) for a in arms}}
+    return Evaluation(measured=measured, notes=notes, metrics=metrics, figures=figures,
+                      convergence=comparison_convergence(records, arms, scores))
+
+
+COMPARED = {"positional": ("NoPE", "RoPE", "0.75-RoPE"), "semantic": ("RoPE", "0.75-RoPE")}
+CONVERGENCE_CLAIMS = {"positional": ("p-rope.nope-positional", "p-rope.rope-positional", "p-rope.prope-positional"),
+                      "semantic": ("p-rope.prope-semantic-long-range", "p-rope.prope-semantic-in-distribution")}
+
+
+def comparison_convergence(records: dict[int, dict], arms: list[str], scores: dict[str, dict]) -> dict:
+    """The convergence of the compared arms' training loss (every step, last 10 %), beside each claim on
+    the task: previous-token claims with NoPE, RoPE and 0.75-RoPE (scores: accuracy), retrieval claims with
+    RoPE and 0.75-RoPE (scores: accuracy at the longest distance). The arms share a fixed step budget on
+    purpose. Arms that were not run, and records from before the losses were kept, give none."""
+    out = {}
+    for task, key in (("positional", "p_loss"), ("semantic", "s_loss")):
+        present = [a for a in COMPARED[task] if a in arms and all(key in records[s]["arms"][a] for s in records)]
+        if not present:
+            continue
+        losses = {a: [records[s]["arms"][a][key] for s in sorted(records)] for a in present}
+        entry = compare_convergence(losses, shared_budget=True, scores={a: scores[task][a] for a in present})
+        out.update({claim: entry for claim in CONVERGENCE_CLAIMS[task]})
+    return out
 
 
 def _metrics(cfg, records, arms, p_acc, s_in, high_share, nope_share) -> dict:
@@ -377,10 +451,53 @@ def _figure_usage(cfg, records, arms, out_dir) -> str:
     return plotting.save(fig, out_dir, "frequency_usage.png")
 
 
+# -- tuning: each compared arm's lr per task from one grid, on development seeds ---------------------------
+
+
+@torch.no_grad()
+def dev_accuracy(cfg: Config, task: str, model: GPT, seed: int, device) -> float:
+    """Accuracy on ``dev_batch`` sequences at the training length from the seed's development stream
+    (``DEV_STREAM``, never read by the claims): every target token of the previous-token task, the query
+    of the retrieval task."""
+    model.eval()
+    gen = stream(seed, task, DEV_STREAM)
+    if task == "positional":
+        tokens, targets = (t.to(device) for t in PositionalTask(vocab_size=cfg.p_vocab, offset=cfg.p_offset)
+                           .sample(cfg.dev_batch, cfg.p_len, gen))
+        with autocast(cfg.amp, device):
+            return _token_accuracy(model(tokens), targets)
+    tokens, targets, _ = (t.to(device) for t in SemanticTask(num_keys=cfg.s_keys, num_values=cfg.s_values)
+                          .sample(cfg.dev_batch, cfg.s_len, gen))
+    with autocast(cfg.amp, device):
+        return float((model(tokens)[:, -1].argmax(-1) == targets).float().mean())
+
+
+def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
+    """One tuning trial on development seed ``seed`` (on the CPU). ``arm`` is ``"TASK-ARM"`` (e.g.
+    ``"semantic-0.75-RoPE"``): the arm trained on the task at its lr in ``cfg``, as a claim run trains it,
+    scored by :func:`dev_accuracy` at the training length (never the long test distances);
+    ``loss`` the mean training loss over the last 10 % of the steps."""
+    if arm not in TUNING.fields:
+        raise ValueError(f"arm must be one of {list(TUNING.fields)}, got {arm!r}")
+    task, _, name = arm.partition("-")
+    device = torch.device("cpu")
+    model, _, losses = train_task(cfg, task, name, seed, device)
+    return {"score": dev_accuracy(cfg, task, model, seed, device), "loss": final_loss(losses)}
+
+
+TUNING = TuningSpec(
+    fields={f"{task}-{arm}": {"lr": field} for (task, arm), field in ARM_LR.items()},
+    trial=tune_trial,
+    metric="accuracy on dev_batch development sequences at the training length (previous-token task: every "
+           "target token; retrieval task: the query), from a data stream the claims never read",
+    record={},
+)
+
+
 EXPERIMENT = Experiment(
     name="p-rope",
     paper="Round and Round We Go! What makes Rotary Positional Encodings useful? (Barbero et al., "
           "arXiv 2410.06205, ICLR 2025)",
     presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=3.0, claims=CLAIMS,
-    devices=("cpu", "cuda"),
+    devices=("cpu", "cuda"), tuning=TUNING,
 )
