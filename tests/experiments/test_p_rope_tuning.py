@@ -72,3 +72,17 @@ def test_convergence_reported_beside_the_claims_of_each_task():
     only_rope = p_rope.comparison_convergence({0: {"arms": {"RoPE": arms["RoPE"]}}}, ["RoPE"], scores)
     assert set(only_rope["p-rope.nope-positional"]["arms"]) == {"RoPE"}
     assert p_rope.comparison_convergence({0: {"arms": {"RoPE": {}}}}, ["RoPE"], scores) == {}  # older records
+
+
+def test_defaults_are_the_recorded_choice_and_no_claim_seed_was_tuned_on():
+    assert set(p_rope.TUNING.fields) == {f"{task}-{arm}" for task, arm in p_rope.ARM_LR}
+    for name, record in p_rope.TUNING.record.items():
+        task, _, arm = name.partition("-")
+        assert set(record.seeds) <= set(DEV_SEEDS) and record.grid == {"lr": p_rope.LR_GRID}  # one grid for all
+        assert record.chosen["lr"] == p_rope.arm_lr(p_rope.PRESETS["quick"], task, arm)
+        best = max(record.scores.values())  # the rule: best score; ties (accuracy 1) go to the lower loss
+        assert record.scores[f"lr={record.chosen['lr']:g}"] == best
+    for preset, cfg in p_rope.PRESETS.items():
+        block = tuning_block(p_rope.TUNING, cfg, cfg.seeds)
+        assert all(entry["tuned"] and entry["as_chosen"] for entry in block["arms"].values()), preset
+        assert block["seeds_tuned_on_in_this_run"] == []
