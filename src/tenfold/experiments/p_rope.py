@@ -125,8 +125,9 @@ CLAIMS = (
               f"({FAIR.format(steps='p_steps')})",
               "p-RoPE keeps the high frequencies that positional heads need (Sec. 6)", ">= 0.95"),
     ClaimSpec("p-rope.prope-semantic-long-range", "Retrieval at the longest test distance (beyond the training "
-              "length): accuracy of 0.75-RoPE minus that of RoPE; " + FAIR.format(steps="s_steps"), "Low frequencies are not robust semantic channels "
-              "over long contexts; p-RoPE's zero frequencies are (Sec. 5.2, Prop. 5.4, Sec. 6)", ">= 0.2"),
+              f"length): accuracy of 0.75-RoPE minus that of RoPE; {FAIR.format(steps='s_steps')}",
+              "Low frequencies are not robust semantic channels over long contexts; p-RoPE's zero frequencies are "
+              "(Sec. 5.2, Prop. 5.4, Sec. 6)", ">= 0.2"),
     ClaimSpec("p-rope.prope-semantic-in-distribution", "0.75-RoPE solves retrieval at the training length "
               f"({FAIR.format(steps='s_steps')})",
               "p-RoPE does both the positional and the semantic task", ">= 0.95"),
