@@ -31,7 +31,8 @@ from tenfold import plotting
 from tenfold.compute_matched import matched_row, updates_at
 from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, paired_wins, seed_stats
 from tenfold.optim.tam import TAM, AdaTAM
-from tenfold.train.loop import online_updates
+from tenfold.train.loop import compare_convergence, online_updates
+from tenfold.tuning import ArmTuning, TuningSpec, final_loss
 from tenfold.utils.checks import check_range
 
 
@@ -60,7 +61,12 @@ class Config:
     classes: int = 10
     sgdm_lrs: tuple[float, ...] = (0.005, 0.01, 0.015, 0.02)  # TAM runs at lr_factor x each
     mapped_sgdm_lr: float = 0.01  # the pair the claim is about: SGDM at this lr vs TAM at 2x
-    adamw_lr: float = 3e-3  # best AdamW lr of {3e-4, 1e-3, 3e-3, 6e-3, 1e-2} on dev seeds 50-55; AdaTAM at lr_factor x
+    # each optimizer's own lr, chosen from its family's grid on development seeds (TUNING below); the
+    # paper-mapping claims run AdaTAM at lr_factor x adamw_lr
+    tuned_sgdm_lr: float = 0.01
+    tuned_tam_lr: float = 0.02
+    adamw_lr: float = 3e-3
+    tuned_adatam_lr: float = 6e-3
     adamw_weight_decay: float = 1e-2
     window: int = 20  # steps per point of the accuracy and damping curves
     # compute-matched baselines: CPU time of a whole training step (forward, backward, step) of the student
@@ -165,27 +171,48 @@ def student(cfg: Config, seed: int) -> nn.Module:
     return model
 
 
+OPTIMIZERS = ("sgdm", "tam", "adamw", "adatam")
+
+
+def make_optimizer(cfg: Config, optimizer: str, lr: float, params) -> torch.optim.Optimizer:
+    """One of the stream's optimizers at ``lr``: SGDM and TAM with ``cfg.momentum``, AdamW and AdaTAM
+    with decoupled weight decay ``cfg.adamw_weight_decay``; TAM and AdaTAM with ``cfg.decay``."""
+    if optimizer == "sgdm":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
+    if optimizer == "tam":
+        return TAM(params, lr=lr, momentum=cfg.momentum, decay=cfg.decay)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.adamw_weight_decay)
+    if optimizer == "adatam":
+        return AdaTAM(params, lr=lr, decay=cfg.decay, weight_decay=cfg.adamw_weight_decay)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+
+
 def _online(cfg: Config, model: nn.Module, optimizer, stream, updates: float = 1.0) -> dict:
-    """Train through every task; return per-step online accuracy and damping, windowed. ``updates``:
-    updates per incoming batch on average (above 1 for a compute-matched baseline; the accuracy is
-    that of the first forward, before any update on the batch)."""
+    """Train through every task; return per-step online accuracy and damping, windowed, and the
+    training loss of every step. ``updates``: updates per incoming batch on average (above 1 for a
+    compute-matched baseline; the accuracy and loss are those of the first forward, before any update
+    on the batch)."""
     inputs, labels, index = stream
     steps = cfg.tasks * cfg.steps_per_task
     accuracy = torch.zeros(steps, device=inputs.device)  # read back once, after the last step
+    losses = torch.zeros(steps, device=inputs.device)
     dampings = []
     for task in range(cfg.tasks):
         for step in range(cfg.steps_per_task):
             batch = index[task, step]
             x, y = inputs[task, batch], labels[task, batch]
             t = task * cfg.steps_per_task + step
-            logits, _ = online_updates(model, optimizer, x, y, updates_at(t, updates))
+            logits, loss = online_updates(model, optimizer, x, y, updates_at(t, updates))
             accuracy[t] = (logits.argmax(dim=1) == y).float().mean()
+            losses[t] = loss
             dampings.append(getattr(optimizer, "last_damping", None))
     accuracy = accuracy.cpu()
     after_first = accuracy[cfg.steps_per_task:]
     windows = accuracy.reshape(-1, cfg.window).mean(dim=1)  # (steps / window,)
     result = {"online_accuracy": float(after_first.mean()), "curve": windows.tolist(),
-              "task_accuracy": accuracy.reshape(cfg.tasks, -1).mean(dim=1).tolist()}  # (tasks,)
+              "task_accuracy": accuracy.reshape(cfg.tasks, -1).mean(dim=1).tolist(),  # (tasks,)
+              "losses": losses.cpu().tolist()}
     if dampings[0] is not None:
         d = torch.tensor(dampings).reshape(-1, cfg.window).mean(dim=1)  # (steps / window,)
         result |= {"damping_curve": d.tolist(), "mean_damping": float(np.mean(dampings))}
@@ -198,24 +225,30 @@ def _shift(cfg: Config, seed: int, device: torch.device = torch.device("cpu")) -
     init = student(cfg, seed)
     arms = {}
 
-    def run(name, make, updates=1.0):
+    def run(name, optimizer, lr, updates=1.0):
+        if name in arms:  # a tuned lr that is also on the mapping grid runs once
+            return
         model = student(cfg, seed).to(device)
         model.load_state_dict(init.state_dict())
-        arms[name] = _online(cfg, model, make(model.parameters()), stream, updates)
+        arms[name] = _online(cfg, model, make_optimizer(cfg, optimizer, lr, model.parameters()), stream, updates)
 
     for lr in cfg.sgdm_lrs:
-        run(f"sgdm@{lr:g}", lambda p, lr=lr: torch.optim.SGD(p, lr=lr, momentum=cfg.momentum))
-        tam_lr = lr * cfg.lr_factor
-        run(f"tam@{tam_lr:g}", lambda p, lr=tam_lr: TAM(p, lr=lr, momentum=cfg.momentum, decay=cfg.decay))
-    wd = cfg.adamw_weight_decay
-    run(f"adamw@{cfg.adamw_lr:g}", lambda p: torch.optim.AdamW(p, lr=cfg.adamw_lr, weight_decay=wd))
-    ada_lr = cfg.adamw_lr * cfg.lr_factor
-    run(f"adatam@{ada_lr:g}", lambda p: AdaTAM(p, lr=ada_lr, decay=cfg.decay, weight_decay=wd))
+        run(f"sgdm@{lr:g}", "sgdm", lr)
+        run(f"tam@{lr * cfg.lr_factor:g}", "tam", lr * cfg.lr_factor)
+    run(f"adamw@{cfg.adamw_lr:g}", "adamw", cfg.adamw_lr)
+    run(f"adatam@{cfg.adamw_lr * cfg.lr_factor:g}", "adatam", cfg.adamw_lr * cfg.lr_factor)
     lr = cfg.mapped_sgdm_lr
-    run(matched_arm("sgdm", lr), lambda p: torch.optim.SGD(p, lr=lr, momentum=cfg.momentum), cfg.sgdm_matched_cost)
-    run(matched_arm("adamw", cfg.adamw_lr), lambda p: torch.optim.AdamW(p, lr=cfg.adamw_lr, weight_decay=wd),
-        cfg.adamw_matched_cost)
+    run(matched_arm("sgdm", lr), "sgdm", lr, cfg.sgdm_matched_cost)
+    run(matched_arm("adamw", cfg.adamw_lr), "adamw", cfg.adamw_lr, cfg.adamw_matched_cost)
+    for optimizer in OPTIMIZERS:
+        lr = tuned_lr(cfg, optimizer)
+        run(f"{optimizer}@{lr:g}", optimizer, lr)
     return arms
+
+
+def tuned_lr(cfg: Config, optimizer: str) -> float:
+    """The lr of ``optimizer`` chosen on development seeds: the config field ``TUNING`` names."""
+    return getattr(cfg, ARM_LR[optimizer])
 
 
 def matched_arm(optimizer: str, lr: float) -> str:
@@ -386,8 +419,34 @@ def _plot_damping(cfg: Config, records: dict, out_dir: Path) -> str:
     return plotting.save(fig, out_dir, "damping.png")
 
 
+# ------------------------------------------------------------------ tuning: each optimizer's lr on development seeds
+
+def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
+    """One tuning trial (on the CPU): optimizer ``arm`` at its lr in ``cfg`` through the stream of
+    development seed ``seed`` (its own teachers, inputs, minibatches and init: the generators are
+    seeded from the seed, so no claim seed draws them), scored by its mean online accuracy over tasks
+    2 to the last; ``loss`` is the mean training loss over the last 10 % of the steps."""
+    if arm not in OPTIMIZERS:
+        raise ValueError(f"arm must be one of {OPTIMIZERS}, got {arm!r}")
+    stream = task_stream(cfg, seed)
+    model = student(cfg, seed)
+    out = _online(cfg, model, make_optimizer(cfg, arm, tuned_lr(cfg, arm), model.parameters()), stream)
+    return {"score": out["online_accuracy"], "loss": final_loss(out["losses"])}
+
+
+ARM_LR = {"sgdm": "tuned_sgdm_lr", "tam": "tuned_tam_lr", "adamw": "adamw_lr", "adatam": "tuned_adatam_lr"}
+SGD_GRID = (0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06)  # SGDM and TAM: the SGD-scale grid
+ADAM_GRID = (1e-3, 1.5e-3, 2e-3, 3e-3, 4e-3, 6e-3, 8e-3, 1.2e-2)  # AdamW and AdaTAM: the Adam-scale grid
+TUNING = TuningSpec(
+    fields={arm: {"lr": field} for arm, field in ARM_LR.items()},
+    trial=tune_trial,
+    metric="mean online accuracy over tasks 2 to the last on the development seeds' streams",
+    record={},
+)
+
+
 EXPERIMENT = Experiment(
     name="tam", paper="Torque-Aware Momentum (Malviya et al., arXiv 2412.18790)", presets=PRESETS,
     run_seed=run_seed, evaluate=evaluate, quick_minutes=2.0, claims=CLAIMS,
-    devices=("cpu", "cuda"),
+    devices=("cpu", "cuda"), tuning=TUNING,
 )
