@@ -317,7 +317,8 @@ def stream_arms(cfg: Config) -> dict[str, dict[str, str]]:
     def arm(optimizer: str, lr: float) -> str:
         return f"{optimizer}@{lr:g}"
 
-    return {"mapped": {"sgdm": arm("sgdm", cfg.mapped_sgdm_lr), "tam": arm("tam", cfg.mapped_sgdm_lr * cfg.lr_factor)},
+    return {"mapped": {"sgdm": arm("sgdm", cfg.mapped_sgdm_lr),
+                       "tam": arm("tam", cfg.mapped_sgdm_lr * cfg.lr_factor)},
             "adatam_mapped": {"adamw": arm("adamw", cfg.adamw_lr),
                               "adatam": arm("adatam", cfg.adamw_lr * cfg.lr_factor)},
             "tuned": {"sgdm": arm("sgdm", tuned_lr(cfg, "sgdm")), "tam": arm("tam", tuned_lr(cfg, "tam"))},
