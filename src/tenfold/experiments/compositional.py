@@ -5,7 +5,9 @@ then Q queries. Training uses one of two fixed task supports over the same modul
 Schug et al., ICLR 2024): ``connected`` (one-hots and the pairs (i, i+1), (i, i+2) mod M) and
 ``disconnected`` (one-hots and the pairs inside each half of the modules). Both are evaluated on fresh
 tasks of their own training combinations (ID) and on one shared OOD set: the combinations in neither
-support. Models, each trained with the same fixed budget:
+support. Models, each trained with the same fixed budget of steps (on purpose), the transformer's and the
+bottleneck's Adam lr each chosen from one grid on development seeds by R^2 on development tasks of the
+training combinations (``TUNING``); the convergence of each comparison's arms is reported beside its claim:
 
   (a) ``transformer``: the plain in-context transformer (inference and execution entangled);
   (b) ``bottleneck``: context-only encoder -> latent -> linear hypernetwork -> MLP on the query; the
@@ -41,7 +43,8 @@ from tenfold.models.hypernet import ENCODERS, HypernetBottleneck, HypernetOracle
 from tenfold.tasks.hyperteacher import (ICLBatch, ICLTaskSampler, Hyperteacher, check_identifiability,
                                         make_split, r2_per_task)
 from tenfold.train.amp import Amp, autocast
-from tenfold.train.loop import fit, warmup_cosine
+from tenfold.train.loop import compare_convergence, fit, warmup_cosine
+from tenfold.tuning import ArmTuning, TuningSpec, final_loss
 from tenfold.utils.checks import check_choice, check_int
 
 ARMS = ("transformer", "bottleneck", "oracle")
@@ -75,11 +78,14 @@ class Config:
     encoder_width: int = 64  # code width of a set encoder
     encoder_layers: int = 2  # MLP depth of a set encoder
     ablations: tuple[str, ...] = ("transformer", "deepset")  # (b) with these encoders too (no claim)
-    # training (one fixed budget for every arm)
+    # training (one fixed budget for every arm); Adam's peak lr per arm (TUNING below)
     steps: int = 3000
     batch: int = 32
-    lr: float = 3e-3
+    lr_transformer: float = 3e-3  # (a)
+    lr_bottleneck: float = 3e-3  # (b) on both supports, and the encoder ablations
+    lr_oracle: float = 3e-3  # (c): a design check, not a compared arm (untuned)
     warmup: int = 100
+    dev_tasks: int = 256  # tuning trials score on this many development tasks (drawn apart from the claims')
     # evaluation
     eval_tasks: int = 256
     eval_queries: int = 32
@@ -142,6 +148,13 @@ def build_model(arm: str, cfg: Config) -> torch.nn.Module:
     return HypernetBottleneck(**shape, d_model=cfg.encoder_width, n_layers=cfg.encoder_layers)
 
 
+def arm_lr(cfg: Config, arm: str) -> float:
+    """Adam's peak learning rate of ``arm`` (an encoder ablation takes the bottleneck's)."""
+    if arm in ("transformer", "oracle"):
+        return getattr(cfg, f"lr_{arm}")
+    return cfg.lr_bottleneck
+
+
 def predict(arm: str, model: torch.nn.Module, batch: ICLBatch) -> torch.Tensor:
     if arm == "oracle":
         return model(batch.z, batch.x_q)
@@ -186,7 +199,7 @@ def train_arm(arm: str, cfg: Config, sampler: ICLTaskSampler, evals: dict[str, I
     Returns the model and a record with learning curves and final per-task R^2."""
     torch.manual_seed(seed)
     model = build_model(arm, cfg).to(device)  # initialised on the CPU: the same weights on every device
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=arm_lr(cfg, arm))
     generator = torch.Generator().manual_seed(seed + 7919)
     curve: dict[str, list] = {"step": [], "id": [], "ood": []}
 
@@ -209,7 +222,8 @@ def train_arm(arm: str, cfg: Config, sampler: ICLTaskSampler, evals: dict[str, I
     record_curve(cfg.steps)
     curve["loss"] = [losses[s - 1] for s in curve["step"]]
     record = {"curve": curve, "cpu_s": time.process_time() - start,
-              "params": sum(p.numel() for p in model.parameters())}
+              "params": sum(p.numel() for p in model.parameters()),
+              "train_loss": losses}  # every step, for the convergence of the compared arms
     for which in ("id", "ood"):
         r2 = evaluate_r2(arm, model, evals[which], amp=cfg.amp)
         record[f"r2_{which}"] = r2.mean().item()
@@ -303,7 +317,30 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
                         for w in ("id", "ood")}
     metrics["cpu_s_per_seed"] = seed_stats(
         sum(records[s][support][arm]["cpu_s"] for support, arm in _bars(cfg)) for s in sorted(records))
-    return Evaluation(measured=measured, metrics=metrics, figures=_figures(cfg, records, out_dir))
+    return Evaluation(measured=measured, metrics=metrics, figures=_figures(cfg, records, out_dir),
+                      convergence=comparison_convergence(cfg, records, m))
+
+
+# the compared arms (support, arm) of each comparison claim
+COMPARED = {"compositional.gap": (("connected", "transformer"), ("connected", "bottleneck")),
+            "compositional.transformer-drop": (("connected", "transformer"),),
+            "compositional.disconnected": (("connected", "bottleneck"), ("disconnected", "bottleneck"))}
+
+
+def comparison_convergence(cfg: Config, records: dict[int, dict], means: dict[str, dict]) -> dict:
+    """The convergence of each comparison claim's arms (training loss over the last 10 % of the steps,
+    every step kept), each arm's mean OOD R^2 beside it; the arms share a fixed budget of steps on purpose."""
+    out = {}
+    for claim, arms in COMPARED.items():
+        if not all(bar in _bars(cfg) for bar in arms):  # the disconnected support is off (negative_control=False)
+            continue
+        if any("train_loss" not in records[s][support][arm] for s in records for support, arm in arms):
+            continue  # records from before every step's loss was kept (--resume)
+        losses = {f"{arm} ({support})": [records[s][support][arm]["train_loss"] for s in sorted(records)]
+                  for support, arm in arms}
+        scores = {f"{arm} ({support})": means[support][arm]["r2_ood"] for support, arm in arms}
+        out[claim] = compare_convergence(losses, shared_budget=True, scores=scores)
+    return out
 
 
 def _figures(cfg: Config, records: dict[int, dict], out_dir: Path) -> list[str]:
@@ -340,6 +377,9 @@ def _figures(cfg: Config, records: dict[int, dict], out_dir: Path) -> list[str]:
     return names
 
 
+# The statements name the tuning and the shared budget (the thresholds predate both).
+FAIR = ("the transformer's and the bottleneck's lr each chosen from one grid on development seeds; the arms share a "
+        "fixed budget of `steps` steps on purpose")
 CLAIMS = (
     ClaimSpec("compositional.id-fit", "All three models fit the training combinations: min over models of mean ID R^2",
               paper="Transformers do well in distribution (qualitative; no number available)", threshold=">= 0.9"),
@@ -348,25 +388,62 @@ CLAIMS = (
     ClaimSpec("compositional.bottleneck-ood", "The bottleneck's OOD R^2 minus its ID R^2",
               paper="A bottleneck separating task inference from execution generalises compositionally",
               threshold=">= -0.1"),
-    ClaimSpec("compositional.gap", "Bottleneck OOD R^2 minus plain transformer OOD R^2",
+    ClaimSpec("compositional.gap", f"Bottleneck OOD R^2 minus plain transformer OOD R^2; {FAIR}",
               paper="Plain in-context transformers struggle to generalise compositionally; the bottleneck does",
               threshold=">= 0.2"),
-    ClaimSpec("compositional.transformer-drop", "Plain transformer ID R^2 minus its OOD R^2",
+    ClaimSpec("compositional.transformer-drop", f"Plain transformer ID R^2 minus its OOD R^2; {FAIR}",
               paper="The plain transformer does well ID but poorly on unseen combinations", threshold=">= 0.2"),
     ClaimSpec("compositional.control-fit", "Both arms of the control fit their training combinations: min of the "
               "bottleneck's mean ID R^2 on the connected and on the disconnected support",
               paper="Design sanity check: the control compares models that fit their training tasks",
               threshold=">= 0.9"),
     ClaimSpec("compositional.disconnected", "Bottleneck OOD R^2 (connected support) minus bottleneck OOD R^2 "
-              "(disconnected support), both on the combinations in neither support",
+              "(disconnected support), both on the combinations in neither support; one lr (the bottleneck's, chosen on the "
+              "connected support) and the same fixed budget of `steps` steps for both, on purpose",
               paper="Negative control (ICLR 2024 theory): without a connected support the modules are not "
               "identifiable, so the same model fails on the same unseen combinations", threshold=">= 0.2"),
 )
+
+# --------------------------------------------------------------------------- tuning
+# Each compared arm's lr from one grid on development seeds, scored on development tasks of the training
+# (connected-support) combinations: what a user could tune on; never the claims' evaluation tasks, never OOD.
+DEV_ID_OFFSET, DEV_OOD_OFFSET = 2750159, 1299709  # the claims' sets use seed + 15485863 and seed + 104729
+TUNED_ARMS = ("transformer", "bottleneck")
+
+
+def dev_sets(cfg: Config, sampler: ICLTaskSampler, seed: int) -> dict[str, ICLBatch]:
+    """The development tasks of a tuning trial: fresh ID tasks of the training combinations (the score) and
+    fresh OOD tasks (recorded beside it, never selected on), from generators apart from the claims'."""
+    return {which: sampler.sample(cfg.dev_tasks, which, torch.Generator().manual_seed(seed + offset),
+                                  n_query=cfg.eval_queries)
+            for which, offset in (("id", DEV_ID_OFFSET), ("ood", DEV_OOD_OFFSET))}
+
+
+def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
+    """One tuning trial (the CPU): ``arm`` trained on the connected support for ``cfg.steps`` steps at its lr
+    on development seed ``seed``; ``score`` is its mean R^2 on the development ID tasks (:func:`dev_sets`),
+    ``loss`` its mean training loss over the last 10 % of steps; ``r2_ood`` (development OOD tasks) is
+    recorded, not selected on."""
+    check_choice("arm", arm, TUNED_ARMS)
+    validate(cfg)
+    sampler = make_samplers(cfg, seed)["connected"]
+    _, record = train_arm(arm, cfg, sampler, dev_sets(cfg, sampler, seed), seed)
+    return {"score": record["r2_id"], "loss": final_loss(record["train_loss"]), "r2_ood": record["r2_ood"]}
+
+
+LR_GRID = (1e-3, 2e-3, 3e-3, 5e-3, 8e-3)
+TUNING = TuningSpec(
+    fields={"transformer": {"lr": "lr_transformer"}, "bottleneck": {"lr": "lr_bottleneck"}},
+    trial=tune_trial,
+    metric="mean per-task R^2 on development tasks of the training (connected-support) combinations",
+    record={},
+)
+
 
 EXPERIMENT = Experiment(
     name="compositional",
     paper="When can transformers compositionally generalize in-context? (Kobayashi, Schug, Akram et al., "
           "arXiv 2407.12275)",
     presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=6.0,
-    claims=CLAIMS, devices=("cpu", "cuda"),
+    claims=CLAIMS, devices=("cpu", "cuda"), tuning=TUNING,
 )
