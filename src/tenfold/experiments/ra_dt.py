@@ -11,8 +11,11 @@ goals in parallel for ``eval_episodes`` consecutive episodes, ``eval_samples`` t
 sampling; RA-DT's per-task memory starts empty and fills with its own episodes. Eval-time ablations of
 the trained RA-DT: retrieval by similarity only (no re-scoring) and random retrieval from the memory;
 the oracle diagnostics pre-load an optimal episode of the goal (or of a wrong goal) into the memory.
-Returns are normalised by each goal's optimal return. The official settings and every difference
-from them are listed in docs/methods/ra-dt.md.
+Returns are normalised by each goal's optimal return. Fair baselines: DT's, AD's and RA-DT's learning
+rates are each chosen from one grid on development seeds, scored on the development seed's own held-out
+goals (``TUNING``); the convergence of the compared arms' training losses is reported beside
+``ra-dt.beats-dt`` and ``ra-dt.vs-ad``. The official settings and every difference from them are listed
+in docs/methods/ra-dt.md.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from tenfold.models.radt import DECODES, RADT, AlgorithmDistillation, DecisionTr
 from tenfold.models.retrieval import EpisodicMemory, HopfieldEmbedder, TrajectoryMemory, query_dropout_mask, rescore
 from tenfold.tasks.learning_histories import STEP_FIELDS, episode_steps, q_learning_history, right_padded, slice_steps
 from tenfold.train.amp import Amp, autocast
-from tenfold.train.loop import fit, warmup_cosine
+from tenfold.train.loop import compare_convergence, fit, warmup_cosine
+from tenfold.tuning import ArmTuning, TuningSpec, final_loss
 from tenfold.utils.checks import check_choice, check_int, check_range
 
 
@@ -83,7 +87,11 @@ class Config:
     ad_train_steps: int = 1800
     radt_train_steps: int = 3000
     batch: int = 16
-    lr: float = 1e-3
+    # each arm's AdamW lr, chosen from one grid on development seeds (TUNING below); the no-exclusion
+    # retrain takes RA-DT's
+    lr_dt: float = 1e-3
+    lr_ad: float = 1e-3
+    lr_radt: float = 1e-3
     weight_decay: float = 0.01
     clip: float = 0.25
     warmup: int = 100
@@ -113,11 +121,12 @@ PRESETS = {
     "full": Config(seeds=(0, 1, 2), size=10, horizon=100, n_eval_goals=20, history_episodes=400, dim=256,
                    num_layers=4, num_heads=8, context=50, stride=25, mem_past=25, mem_future=25, min_seq_len=10,
                    embed_dim=128, ad_episodes=2, ad_every=4, train_steps=10000, ad_train_steps=10000,
-                   radt_train_steps=10000, batch=128, lr=3e-4, warmup=1000, eval_episodes=40, eval_samples=2,
+                   radt_train_steps=10000, batch=128, lr_dt=3e-4, lr_ad=3e-4, lr_radt=3e-4, warmup=1000, eval_episodes=40, eval_samples=2,
                    retrain_ablation=True, amp="bf16"),  # bf16 autocast: official use_amp (one GPU; see the card)
 }
 
 ARMS = ("dt", "ad", "radt", "radt_no_rescore", "radt_random", "radt_no_exclusion")
+TUNED_ARMS = ("dt", "ad", "radt")  # the arms of the comparison claims, each with its own lr
 CHOICES = {"radt_init": ("scratch", "dt"), "anchors": ("official", "end"), "train_retrieval": ("batch", "pool"),
            "eval_target": ("episode", "fixed"), "eval_similarity": ("ip", "cosine"), "decode_radt": DECODES,
            "decode_baselines": DECODES}
@@ -155,10 +164,18 @@ def _to(steps: dict | None, device: torch.device) -> dict | None:
 
 
 # ----------------------------------------------------------------------------- training
-def _train(model, batch_fn, steps: int, cfg: Config, gen: torch.Generator, device: torch.device) -> list[float]:
-    """AdamW with the Decision-Transformer schedule (warm-up multiplied into a cosine from step 0).
+def arm_lr(cfg: Config, arm: str) -> float:
+    """The AdamW learning rate of ``arm`` ("dt", "ad" or "radt"; the no-exclusion retrain is "radt")."""
+    if arm not in TUNED_ARMS:
+        raise ValueError(f"arm must be one of {TUNED_ARMS}, got {arm!r}")
+    return getattr(cfg, TUNING.fields[arm]["lr"])
+
+
+def _train(model, batch_fn, steps: int, cfg: Config, gen: torch.Generator, device: torch.device, *,
+           lr: float) -> list[float]:
+    """AdamW at ``lr`` with the Decision-Transformer schedule (warm-up multiplied into a cosine from step 0).
     Batches are drawn on the CPU from ``gen`` and then moved, so a seed sees the same data anywhere."""
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
 
     def loss_fn(step: int) -> torch.Tensor:
         batch = [_to(b, device) for b in batch_fn(gen)]
@@ -406,28 +423,90 @@ def found_before(raw: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- one seed
+@dataclass
+class SeedData:
+    """One seed's goals and learning histories: the train / held-out goal split, the Q-learning history
+    of each train goal as DT steps (``steps``, one row per episode) and as AD sequences (``ad_steps``),
+    the optimal return of every goal, the evaluation target return and the models' shared arguments."""
+
+    train_goals: np.ndarray
+    eval_goals: np.ndarray
+    hist: object
+    steps: dict
+    ad_steps: dict
+    opt_train: np.ndarray
+    opt_eval: np.ndarray
+    target: float
+    common: dict
+
+
+def seed_data(cfg: Config, seed: int) -> SeedData:
+    """The goal split and learning histories of ``seed`` (deterministic in the seed)."""
+    train_goals, eval_goals = goal_split(cfg.size, cfg.n_eval_goals, seed=seed)
+    hist = q_learning_history(train_goals, size=cfg.size, horizon=cfg.horizon, episodes=cfg.history_episodes,
+                              lr=cfg.q_lr, optimistic_init=cfg.q_init, eps=(cfg.q_eps_start, cfg.q_eps_end),
+                              seed=seed)
+    opt_train = np.array([optimal_return(cfg.size, cfg.horizon, g) for g in train_goals], dtype=float)
+    opt_eval = np.array([optimal_return(cfg.size, cfg.horizon, g) for g in eval_goals], dtype=float)
+    common = dict(size=(cfg.size, cfg.size), horizon=cfg.horizon, max_rtg=cfg.horizon, dim=cfg.dim,
+                  num_layers=cfg.num_layers, num_heads=cfg.num_heads, dropout=cfg.dropout, time_embed=cfg.time_embed)
+    # target: official N(90, 5) at 10x10, H = 100, about the mean optimal return
+    return SeedData(train_goals, eval_goals, hist, _history_steps(hist), _ad_steps(hist, cfg.ad_every), opt_train,
+                    opt_eval, float(opt_train.mean()), common)
+
+
+def train_dt(cfg: Config, data: SeedData, gen: torch.Generator, device: torch.device):
+    """A Decision Transformer (initialised from the global torch RNG) trained ``train_steps`` updates at
+    ``lr_dt``: (model, training loss per update)."""
+    dt = DecisionTransformer(context=cfg.context, **data.common).to(device)
+    return dt, _train(dt, _dt_batches(data.steps, cfg), cfg.train_steps, cfg, gen, device, lr=arm_lr(cfg, "dt"))
+
+
+def train_ad(cfg: Config, data: SeedData, gen: torch.Generator, device: torch.device):
+    """Algorithm Distillation trained ``ad_train_steps`` updates at ``lr_ad``: (model, training losses)."""
+    ad = AlgorithmDistillation(context=cfg.ad_episodes * cfg.horizon, **data.common).to(device)
+    return ad, _train(ad, _ad_batches(data.ad_steps, cfg), cfg.ad_train_steps, cfg, gen, device,
+                      lr=arm_lr(cfg, "ad"))
+
+
+def make_embedder(cfg: Config, seed: int) -> HopfieldEmbedder:
+    """The frozen domain-agnostic retriever g of ``seed``."""
+    return HopfieldEmbedder(size=(cfg.size, cfg.size), max_rtg=cfg.horizon, dim=cfg.embed_dim, vocab=cfg.embed_vocab,
+                            beta=cfg.hopfield_beta, num_layers=cfg.embed_layers, max_steps=cfg.context,
+                            pool_steps=cfg.stride, seed=seed)
+
+
+def train_radt(cfg: Config, data: SeedData, memory: TrajectoryMemory, gen: torch.Generator, device: torch.device, *,
+               exclude_own: bool = True, dt: DecisionTransformer | None = None):
+    """RA-DT trained ``radt_train_steps`` updates at ``lr_radt`` with per-batch retrieval from ``memory``
+    (``radt_init="dt"``: from ``dt``'s weights). Before training, the retrieval precision of 2 048
+    random training contexts is probed. Returns (model, training losses, retrieval statistics)."""
+    retriever = TrainingRetriever(memory, data.hist.num_episodes, cfg, exclude_own=exclude_own)
+    probe_rows = torch.randint(data.steps["actions"].shape[0], (2048,), generator=gen)
+    probe_ends = torch.randint(cfg.horizon, (2048,), generator=gen)
+    stats = retriever.stats(data.steps, probe_rows, probe_ends, retriever(data.steps, probe_rows, probe_ends, gen))
+    model = RADT(context=cfg.context, memory_steps=cfg.top_k * (cfg.mem_past + cfg.mem_future), **data.common)
+    model = model.to(device)
+    if cfg.radt_init == "dt":
+        model.load_decision_transformer(dt)
+    losses = _train(model, _radt_batches(data.steps, retriever, cfg, gen), cfg.radt_train_steps, cfg, gen, device,
+                    lr=arm_lr(cfg, "radt"))
+    return model, losses, stats
+
+
 def run_seed(cfg: Config, ctx: RunContext) -> dict:
     check_config(cfg)
     device = ctx.device
     gen = torch.Generator().manual_seed(ctx.seed)
     cpu0 = time.process_time()
-    train_goals, eval_goals = goal_split(cfg.size, cfg.n_eval_goals, seed=ctx.seed)
-    hist = q_learning_history(train_goals, size=cfg.size, horizon=cfg.horizon, episodes=cfg.history_episodes,
-                              lr=cfg.q_lr, optimistic_init=cfg.q_init, eps=(cfg.q_eps_start, cfg.q_eps_end),
-                              seed=ctx.seed)
-    steps = _history_steps(hist)
-    ad_steps = _ad_steps(hist, cfg.ad_every)
-    opt_train = np.array([optimal_return(cfg.size, cfg.horizon, g) for g in train_goals], dtype=float)
-    opt_eval = np.array([optimal_return(cfg.size, cfg.horizon, g) for g in eval_goals], dtype=float)
-    target = float(opt_train.mean())  # official: N(90, 5) at 10x10, H = 100, about the mean optimal return
-    size = (cfg.size, cfg.size)
-    common = dict(size=size, horizon=cfg.horizon, max_rtg=cfg.horizon, dim=cfg.dim, num_layers=cfg.num_layers,
-                  num_heads=cfg.num_heads, dropout=cfg.dropout, time_embed=cfg.time_embed)
+    data = seed_data(cfg, ctx.seed)
+    hist, steps, eval_goals, opt_train, target = data.hist, data.steps, data.eval_goals, data.opt_train, data.target
+    opt_eval = data.opt_eval
     deciles = (hist.returns / opt_train[:, None]).reshape(hist.num_tasks, 10, -1).mean((0, 2)) \
         if hist.num_episodes % 10 == 0 else np.full(10, math.nan)
     record = {"history_return_first10": float((hist.returns[:, :10] / opt_train[:, None]).mean()),
               "history_return_last10": float((hist.returns[:, -10:] / opt_train[:, None]).mean()),
-              "history_return_deciles": deciles.tolist(), "target_return": target, "timing": {}}
+              "history_return_deciles": deciles.tolist(), "target_return": target, "timing": {}, "train_loss": {}}
 
     def timed(name, fn):
         start = time.process_time()
@@ -435,37 +514,28 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
         record["timing"][name] = time.process_time() - start
         return out
 
-    def progress(name):
-        return lambda it: ctx.progress(it, desc=name)
+    def keep_losses(name, losses):
+        record[f"loss_{name}"] = losses[-50:]
+        if name in TUNED_ARMS:
+            record["train_loss"][name] = losses  # every update, for the convergence test
 
     torch.manual_seed(ctx.seed)
-    dt = DecisionTransformer(context=cfg.context, **common).to(device)
-    record["loss_dt"] = timed("train_dt", lambda: _train(dt, _dt_batches(steps, cfg), cfg.train_steps, cfg, gen,
-                                                         device))[-50:]
-    ad = AlgorithmDistillation(context=cfg.ad_episodes * cfg.horizon, **common).to(device)
-    record["loss_ad"] = timed("train_ad", lambda: _train(ad, _ad_batches(ad_steps, cfg), cfg.ad_train_steps, cfg,
-                                                         gen, device))[-50:]
+    dt, losses = timed("train_dt", lambda: train_dt(cfg, data, gen, device))
+    keep_losses("dt", losses)
+    ad, losses = timed("train_ad", lambda: train_ad(cfg, data, gen, device))
+    keep_losses("ad", losses)
 
-    embedder = HopfieldEmbedder(size=size, max_rtg=cfg.horizon, dim=cfg.embed_dim, vocab=cfg.embed_vocab,
-                                beta=cfg.hopfield_beta, num_layers=cfg.embed_layers, max_steps=cfg.context,
-                                pool_steps=cfg.stride, seed=ctx.seed)
+    embedder = make_embedder(cfg, ctx.seed)
     memory = timed("build_memory", lambda: build_training_memory(steps, hist.num_episodes, embedder, cfg))
     record["memory_size"] = len(memory)
     record["memory_size_before_dedup"] = hist.num_tasks * hist.num_episodes * len(memory.anchor_steps(cfg.horizon)[2])
     models = {}
     variants = (("radt", True), ("radt_no_exclusion", False)) if cfg.retrain_ablation else (("radt", True),)
     for name, exclude in variants:
-        retriever = TrainingRetriever(memory, hist.num_episodes, cfg, exclude_own=exclude)
-        probe_rows = torch.randint(steps["actions"].shape[0], (2048,), generator=gen)
-        probe_ends = torch.randint(cfg.horizon, (2048,), generator=gen)
-        record[f"retrieval_{name}"] = retriever.stats(steps, probe_rows, probe_ends,
-                                                      retriever(steps, probe_rows, probe_ends, gen))
-        model = RADT(context=cfg.context, memory_steps=cfg.top_k * (cfg.mem_past + cfg.mem_future), **common).to(device)
-        if cfg.radt_init == "dt":
-            model.load_decision_transformer(dt)
-        batches = _radt_batches(steps, retriever, cfg, gen)
-        record[f"loss_{name}"] = timed(f"train_{name}", lambda: _train(model, batches, cfg.radt_train_steps, cfg,
-                                                                        gen, device))[-50:]
+        model, losses, stats = timed(f"train_{name}", lambda: train_radt(cfg, data, memory, gen, device,
+                                                                          exclude_own=exclude, dt=dt))
+        record[f"retrieval_{name}"] = stats
+        keep_losses(name, losses)
         models[name] = model
 
     runs = {"dt": ("dt", dt, "rescore"), "ad": ("ad", ad, "rescore"), "radt": ("radt", models["radt"], "rescore"),
@@ -503,16 +573,19 @@ def _last5(curves: np.ndarray) -> np.ndarray:
     return curves[:, -5:].mean(axis=1)
 
 
-CLAIMS = (
+CLAIMS = (  # thresholds as fixed before the first runs; the comparisons' statements name the tuning and budgets
     ClaimSpec("ra-dt.icl", "RA-DT's mean normalised return over the last 5 of the consecutive evaluation episodes on "
               "held-out goals is at least half the optimal return",
               "RA-DT improves in-context over 40 trials on held-out Dark-Room goals and ends highest", ">= 0.5"),
     ClaimSpec("ra-dt.icl-gain", "RA-DT's mean return over the last 5 evaluation episodes minus its return in episode 1 "
               "(fractions of optimal)", "RA-DT improves in-context over the trials on held-out goals", ">= 0.15"),
     ClaimSpec("ra-dt.beats-dt", "RA-DT last-5 return minus plain DT last-5 return (fractions of optimal; DT decoded "
-              "by argmax as the official DT)", "DT without in-context learning stays low; RA-DT ends far above it",
-              ">= 0.2"),
-    ClaimSpec("ra-dt.vs-ad", "RA-DT last-5 return minus AD last-5 return (AD decoded by argmax as the official AD)",
+              "by argmax as the official DT), each arm's lr chosen from one grid on development seeds; each trains "
+              "its fixed budget of updates on purpose (RA-DT radt_train_steps, DT train_steps)",
+              "DT without in-context learning stays low; RA-DT ends far above it", ">= 0.2"),
+    ClaimSpec("ra-dt.vs-ad", "RA-DT last-5 return minus AD last-5 return (AD decoded by argmax as the official AD), "
+              "each arm's lr chosen from one grid on development seeds; each trains its fixed budget of updates "
+              "on purpose (RA-DT radt_train_steps, AD ad_train_steps)",
               "RA-DT outperforms baselines (incl. AD) on grid worlds", ">= 0.0"),
     ClaimSpec("ra-dt.retrieval-helps", "RA-DT's return in one episode with an optimal episode of its own goal in the "
               "memory minus with an optimal episode of a wrong goal", "the retrieved sub-trajectory steers the policy "
@@ -593,11 +666,66 @@ def evaluate(cfg: Config, records: dict[int, dict], out_dir: Path) -> Evaluation
     ax.set(xlabel="evaluation episode", ylabel="return / optimal", title="Dark-Room held-out goals")
     ax.legend(fontsize=7)
     return Evaluation(measured=measured, notes=notes, metrics=metrics,
-                      figures=[plotting.save(fig, out_dir, "returns.png")])
+                      figures=[plotting.save(fig, out_dir, "returns.png")],
+                      convergence=comparison_convergence(records, mean))
+
+
+def comparison_convergence(records: dict[int, dict], last5: dict[str, float]) -> dict:
+    """The convergence of each compared arm's training loss (last 10 % of the updates, every update kept)
+    beside the two comparison claims, with each arm's mean last-5 return: RA-DT and DT for
+    ``ra-dt.beats-dt``, RA-DT and AD for ``ra-dt.vs-ad``. Each arm trains its fixed budget of updates on
+    purpose (``radt_train_steps``, ``train_steps``, ``ad_train_steps``). Records from before every
+    update's loss was kept give none."""
+    if any("train_loss" not in r for r in records.values()):
+        return {}
+    losses = {arm: [records[s]["train_loss"][arm] for s in sorted(records)] for arm in TUNED_ARMS}
+    pairs = {"ra-dt.beats-dt": ("radt", "dt"), "ra-dt.vs-ad": ("radt", "ad")}
+    return {claim: compare_convergence({arm: losses[arm] for arm in arms}, shared_budget=True,
+                                       scores={arm: last5[arm] for arm in arms})
+            for claim, arms in pairs.items()}
+
+
+# ----------------------------------------------------------------------------- tuning
+def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
+    """One tuning trial on development seed ``seed`` (on the CPU): ``arm`` ("dt", "ad" or "radt") trained
+    alone at its lr in ``cfg`` on the seed's learning histories, then evaluated as in the claims
+    (``eval_episodes`` consecutive episodes, ``eval_samples`` sampling runs) on the held-out goals of the
+    development seed's own split (never a claim seed's). ``score``: the mean normalised return over the
+    last 5 evaluation episodes (the claims' last-5 return); ``loss``: the mean training loss over the
+    last 10 % of the updates."""
+    if arm not in TUNED_ARMS:
+        raise ValueError(f"arm must be one of {TUNED_ARMS}, got {arm!r}")
+    check_config(cfg)
+    device = torch.device("cpu")
+    gen = torch.Generator().manual_seed(seed)
+    data = seed_data(cfg, seed)
+    torch.manual_seed(seed)
+    embedder = None
+    if arm == "dt":
+        model, losses = train_dt(cfg, data, gen, device)
+    elif arm == "ad":
+        model, losses = train_ad(cfg, data, gen, device)
+    else:
+        embedder = make_embedder(cfg, seed)
+        memory = build_training_memory(data.steps, data.hist.num_episodes, embedder, cfg)
+        model, losses, _ = train_radt(cfg, data, memory, gen, device)
+    roll = evaluate_in_context(arm, model, data.eval_goals, cfg, data.target, gen, device=device, embedder=embedder)
+    curve = (roll.returns / np.tile(data.opt_eval, cfg.eval_samples)[None, :]).mean(axis=1)  # (episodes,)
+    return {"score": float(curve[-5:].mean()), "loss": final_loss(losses)}
+
+
+LR_GRID = (5e-4, 1e-3, 2e-3)  # every arm
+TUNING = TuningSpec(
+    fields={arm: {"lr": f"lr_{arm}"} for arm in TUNED_ARMS},
+    trial=tune_trial,
+    metric="the arm's mean normalised return over the last 5 of eval_episodes consecutive evaluation episodes "
+           "(eval_samples sampling runs) on the held-out goals of the development seed's own goal split",
+    record={},
+)
 
 
 EXPERIMENT = Experiment(
     name="ra-dt", paper="Retrieval-Augmented Decision Transformer: External Memory for In-context RL "
     "(Schmied et al., arXiv 2410.07071)", presets=PRESETS, run_seed=run_seed, evaluate=evaluate, quick_minutes=8.0,
-    claims=CLAIMS, devices=("cpu", "cuda"),
+    claims=CLAIMS, devices=("cpu", "cuda"), tuning=TUNING,
 )
