@@ -15,7 +15,7 @@ from tenfold.tuning import DEV_SEEDS, tuning_block
 SMOKE = ra_dt.PRESETS["smoke"]
 
 
-def test_quick_defaults_are_the_recorded_choice():
+def test_defaults_are_the_recorded_choice():
     assert set(ra_dt.TUNING.fields) == set(ra_dt.TUNED_ARMS) == {"dt", "ad", "radt"}
     quick = ra_dt.PRESETS["quick"]
     for arm in ra_dt.TUNED_ARMS:
@@ -23,11 +23,10 @@ def test_quick_defaults_are_the_recorded_choice():
         assert set(record.seeds) <= set(DEV_SEEDS) and record.preset == "quick"
         assert set(ra_dt.LR_GRID) <= set(record.grid["lr"])  # one grid for every arm (edges extended)
         assert record.chosen["lr"] == ra_dt.arm_lr(quick, arm)
-    block = tuning_block(ra_dt.TUNING, quick, quick.seeds)
-    assert all(block["arms"][arm]["as_chosen"] for arm in ra_dt.TUNED_ARMS)
-    assert block["seeds_tuned_on_in_this_run"] == []  # no claim seed was tuned on
-    full = ra_dt.PRESETS["full"]  # full keeps its own shared lr (another model, batch and budget)
-    assert {ra_dt.arm_lr(full, arm) for arm in ra_dt.TUNED_ARMS} == {3e-4}
+    for preset, cfg in ra_dt.PRESETS.items():
+        block = tuning_block(ra_dt.TUNING, cfg, cfg.seeds)
+        assert all(block["arms"][arm]["as_chosen"] for arm in ra_dt.TUNED_ARMS), preset
+        assert block["seeds_tuned_on_in_this_run"] == []  # no claim seed was tuned on
 
 
 def test_each_arm_trains_at_its_own_lr():
