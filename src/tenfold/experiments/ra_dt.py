@@ -117,8 +117,8 @@ PRESETS = {
                     candidates=10, eval_samples=2, retrain_ablation=True),
     "quick": Config(),
     # near the paper's room (10x10, H = 100; official 100k updates x 128, 4 x 512 GPT-2, context 50):
-    # the tuned quick lrs (tuned at quick's size; the house rule: every preset runs the chosen values)
-    # 10k updates x 128 (1 / 10 of the official count), 4 x 256; meant for one GPU
+    # 10k updates x 128 (1 / 10 of the official count), 4 x 256; meant for one GPU; the lrs tuned at
+    # quick's size (every preset runs the chosen values)
     "full": Config(seeds=(0, 1, 2), size=10, horizon=100, n_eval_goals=20, history_episodes=400, dim=256,
                    num_layers=4, num_heads=8, context=50, stride=25, mem_past=25, mem_future=25, min_seq_len=10,
                    embed_dim=128, ad_episodes=2, ad_every=4, train_steps=10000, ad_train_steps=10000,
