@@ -89,3 +89,19 @@ def test_config_choices_are_checked():
     full = ra_dt.PRESETS["full"]
     assert (full.size, full.horizon, full.context, full.stride, full.mem_past) == (10, 100, 50, 25, 25)
     assert full.radt_train_steps * full.batch >= 100_000 * 128 / 10  # within 10x of the official sample count
+
+
+def test_a_seed_reports_every_training_loop_to_the_progress_tracker(tmp_path):
+    from tenfold.experiment import RunContext
+    from tenfold.progress import SeedTracker
+
+    sent = []
+    tracker = SeedTracker(0, sent.append, send_every=0.0)
+    ctx = RunContext(seed=0, device=torch.device("cpu"), workdir=tmp_path, tracker=tracker)
+    ra_dt.run_seed(ra_dt.PRESETS["smoke"], ctx)
+    done = {status for _, _, status in sent if status.endswith(" done")}
+    cfg = ra_dt.PRESETS["smoke"]
+    assert done == {f"train dt {cfg.train_steps}/{cfg.train_steps} done",
+                    f"train ad {cfg.ad_train_steps}/{cfg.ad_train_steps} done",
+                    f"train radt {cfg.radt_train_steps}/{cfg.radt_train_steps} done",
+                    f"train radt_no_exclusion {cfg.radt_train_steps}/{cfg.radt_train_steps} done"}

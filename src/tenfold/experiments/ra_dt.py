@@ -173,9 +173,10 @@ def arm_lr(cfg: Config, arm: str) -> float:
 
 
 def _train(model, batch_fn, steps: int, cfg: Config, gen: torch.Generator, device: torch.device, *,
-           lr: float) -> list[float]:
+           lr: float, progress=None) -> list[float]:
     """AdamW at ``lr`` with the Decision-Transformer schedule (warm-up multiplied into a cosine from step 0).
-    Batches are drawn on the CPU from ``gen`` and then moved, so a seed sees the same data anywhere."""
+    Batches are drawn on the CPU from ``gen`` and then moved, so a seed sees the same data anywhere.
+    ``progress`` wraps the steps (``RunContext.progress``), for the runner's progress lines."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
 
     def loss_fn(step: int) -> torch.Tensor:
@@ -183,7 +184,7 @@ def _train(model, batch_fn, steps: int, cfg: Config, gen: torch.Generator, devic
         with autocast(cfg.amp, device):
             return model.loss(*batch)
 
-    losses = fit(model, opt, loss_fn, steps, clip=cfg.clip,
+    losses = fit(model, opt, loss_fn, steps, clip=cfg.clip, progress=progress,
                  schedule=lambda step: warmup_cosine(step, warmup=cfg.warmup, decay_steps=steps, overlap=True))
     model.eval()
     return losses
@@ -456,18 +457,19 @@ def seed_data(cfg: Config, seed: int) -> SeedData:
                     opt_eval, float(opt_train.mean()), common)
 
 
-def train_dt(cfg: Config, data: SeedData, gen: torch.Generator, device: torch.device):
+def train_dt(cfg: Config, data: SeedData, gen: torch.Generator, device: torch.device, progress=None):
     """A Decision Transformer (initialised from the global torch RNG) trained ``train_steps`` updates at
     ``lr_dt``: (model, training loss per update)."""
     dt = DecisionTransformer(context=cfg.context, **data.common).to(device)
-    return dt, _train(dt, _dt_batches(data.steps, cfg), cfg.train_steps, cfg, gen, device, lr=arm_lr(cfg, "dt"))
+    return dt, _train(dt, _dt_batches(data.steps, cfg), cfg.train_steps, cfg, gen, device, lr=arm_lr(cfg, "dt"),
+                      progress=progress)
 
 
-def train_ad(cfg: Config, data: SeedData, gen: torch.Generator, device: torch.device):
+def train_ad(cfg: Config, data: SeedData, gen: torch.Generator, device: torch.device, progress=None):
     """Algorithm Distillation trained ``ad_train_steps`` updates at ``lr_ad``: (model, training losses)."""
     ad = AlgorithmDistillation(context=cfg.ad_episodes * cfg.horizon, **data.common).to(device)
     return ad, _train(ad, _ad_batches(data.ad_steps, cfg), cfg.ad_train_steps, cfg, gen, device,
-                      lr=arm_lr(cfg, "ad"))
+                      lr=arm_lr(cfg, "ad"), progress=progress)
 
 
 def make_embedder(cfg: Config, seed: int) -> HopfieldEmbedder:
@@ -478,7 +480,7 @@ def make_embedder(cfg: Config, seed: int) -> HopfieldEmbedder:
 
 
 def train_radt(cfg: Config, data: SeedData, memory: TrajectoryMemory, gen: torch.Generator, device: torch.device, *,
-               exclude_own: bool = True, dt: DecisionTransformer | None = None):
+               exclude_own: bool = True, dt: DecisionTransformer | None = None, progress=None):
     """RA-DT trained ``radt_train_steps`` updates at ``lr_radt`` with per-batch retrieval from ``memory``
     (``radt_init="dt"``: from ``dt``'s weights). Before training, the retrieval precision of 2 048
     random training contexts is probed. Returns (model, training losses, retrieval statistics)."""
@@ -491,7 +493,7 @@ def train_radt(cfg: Config, data: SeedData, memory: TrajectoryMemory, gen: torch
     if cfg.radt_init == "dt":
         model.load_decision_transformer(dt)
     losses = _train(model, _radt_batches(data.steps, retriever, cfg, gen), cfg.radt_train_steps, cfg, gen, device,
-                    lr=arm_lr(cfg, "radt"))
+                    lr=arm_lr(cfg, "radt"), progress=progress)
     return model, losses, stats
 
 
@@ -520,10 +522,13 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
         if name in TUNED_ARMS:
             record["train_loss"][name] = losses  # every update, for the convergence test
 
+    def progress(name):
+        return lambda steps: ctx.progress(steps, desc=f"train {name}")
+
     torch.manual_seed(ctx.seed)
-    dt, losses = timed("train_dt", lambda: train_dt(cfg, data, gen, device))
+    dt, losses = timed("train_dt", lambda: train_dt(cfg, data, gen, device, progress("dt")))
     keep_losses("dt", losses)
-    ad, losses = timed("train_ad", lambda: train_ad(cfg, data, gen, device))
+    ad, losses = timed("train_ad", lambda: train_ad(cfg, data, gen, device, progress("ad")))
     keep_losses("ad", losses)
 
     embedder = make_embedder(cfg, ctx.seed)
@@ -534,7 +539,8 @@ def run_seed(cfg: Config, ctx: RunContext) -> dict:
     variants = (("radt", True), ("radt_no_exclusion", False)) if cfg.retrain_ablation else (("radt", True),)
     for name, exclude in variants:
         model, losses, stats = timed(f"train_{name}", lambda: train_radt(cfg, data, memory, gen, device,
-                                                                          exclude_own=exclude, dt=dt))
+                                                                          exclude_own=exclude, dt=dt,
+                                                                          progress=progress(name)))
         record[f"retrieval_{name}"] = stats
         keep_losses(name, losses)
         models[name] = model
