@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from tenfold.optim import TAM, AdaTAM
-from tenfold.optim.tam import (adatam_update, cosine_from_norms, smoothed_damping, tam_lr_from_sgdm,
+from tenfold.optim.tam import (adatam_update, cosine_from_norms, read_dampings, smoothed_damping, tam_lr_from_sgdm,
                                tam_update, torque_cosine)
 
 F64 = torch.float64
@@ -339,6 +339,24 @@ def test_param_groups_equal_separate_optimizers():
     for p, q in zip(a, b):
         assert torch.equal(p, q)
     assert grouped.last_group_damping == [first.last_damping, second.last_damping]
+
+
+@pytest.mark.parametrize("cls", [TAM, AdaTAM])
+def test_damping_logs_read_once_equal_each_steps_last_damping(cls, device_reads):
+    a = _params(shapes=((5, 3), (4,), (3,), (2, 2)))
+    opt = cls([{"params": a[:2]}, {"params": [a[2]], "damping": False}, {"params": [a[3]], "decay": 0.5}], lr=0.05)
+    gen = torch.Generator().manual_seed(11)
+    logs, each = [], []
+    for step in range(6):
+        for i, p in enumerate(a):  # step 2: the last group has no gradient, the first only one
+            p.grad = None if step == 2 and i in (1, 3) else torch.randn(p.shape, generator=gen, dtype=F64)
+        opt.step()
+        with device_reads() as reads:
+            logs.append(opt.last_damping_log)
+        assert reads() == 0
+        each.append(opt.last_damping)
+    assert read_dampings(logs) == each  # the same floats, step by step
+    assert len(set(each)) == 6 and read_dampings([]) == [] and read_dampings([[None]]) == [None]
 
 
 @pytest.mark.parametrize("cls", [TAM, AdaTAM])

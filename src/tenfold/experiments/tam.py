@@ -35,7 +35,7 @@ from torch import nn
 from tenfold import plotting
 from tenfold.compute_matched import matched_row, updates_at
 from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, paired_wins, seed_stats
-from tenfold.optim.tam import TAM, AdaTAM
+from tenfold.optim.tam import TAM, AdaTAM, read_dampings
 from tenfold.train.loop import compare_convergence, online_updates
 from tenfold.tuning import ArmTuning, TuningSpec, final_loss
 from tenfold.utils.checks import check_range
@@ -212,7 +212,7 @@ def _online(cfg: Config, model: nn.Module, optimizer, stream, updates: float = 1
     steps = cfg.tasks * cfg.steps_per_task
     accuracy = torch.zeros(steps, device=inputs.device)  # read back once, after the last step
     losses = torch.zeros(steps, device=inputs.device)
-    dampings = []
+    damping_logs = []  # each step's d_t on the device, read once after the last step
     for task in range(cfg.tasks):
         for step in range(cfg.steps_per_task):
             batch = index[task, step]
@@ -221,7 +221,8 @@ def _online(cfg: Config, model: nn.Module, optimizer, stream, updates: float = 1
             logits, loss = online_updates(model, optimizer, x, y, updates_at(t, updates))
             accuracy[t] = (logits.argmax(dim=1) == y).float().mean()
             losses[t] = loss
-            dampings.append(getattr(optimizer, "last_damping", None))
+            damping_logs.append(getattr(optimizer, "last_damping_log", []))
+    dampings = read_dampings(damping_logs)
     accuracy = accuracy.cpu()
     after_first = accuracy[cfg.steps_per_task:]
     windows = accuracy.reshape(-1, cfg.window).mean(dim=1)  # (steps / window,)

@@ -28,7 +28,7 @@ over the tensors of each device and dtype. The pure functions :func:`tam_update`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -227,6 +227,23 @@ class _Bucket:
         return self.params[0].device
 
 
+def read_dampings(logs: Sequence[Sequence[Tensor | None]]) -> list[float | None]:
+    """The :attr:`~TAM.last_damping` of each step whose :attr:`~TAM.last_damping_log` is in ``logs``,
+    with one read from the device for all of them (the same float arithmetic: the same values)."""
+    tensors = [d for log in logs for d in log if d is not None]
+    values = torch.cat([d.to(tensors[0].device) for d in tensors]).tolist() if tensors else []  # (sum of n,)
+    dampings, at = [], 0
+    for log in logs:
+        group_means = []
+        for d in log:
+            if d is not None:
+                n = d.numel()
+                group_means.append(sum(values[at:at + n]) / n)
+                at += n
+        dampings.append(sum(group_means) / len(group_means) if group_means else None)
+    return dampings
+
+
 class _TorqueOptimizer(Optimizer):
     """Common step structure, without host synchronisation: (1) per parameter group and per device
     and dtype, the effective gradients and their sums (<m, g>, ||m||, ||g||) as float64 device
@@ -307,8 +324,14 @@ class _TorqueOptimizer(Optimizer):
     @property
     def last_damping(self) -> float | None:
         """Mean over groups of :attr:`last_group_damping` (None if damping is off everywhere)."""
-        logged = [m for m in self.last_group_damping if m is not None]
-        return sum(logged) / len(logged) if logged else None
+        return read_dampings([self._damping_log])[0]
+
+    @property
+    def last_damping_log(self) -> list[Tensor | None]:
+        """The d_t of every tensor of each group that took the last step (float64 device vectors; None
+        where damping is off), not read from the device: keep them over many steps and read them once
+        with :func:`read_dampings`."""
+        return list(self._damping_log)
 
     @property
     def skipped_steps(self) -> int:
