@@ -91,6 +91,15 @@ def test_apply_point_sets_the_arms_fields_with_their_types():
     assert cfg.lr_a == 0.5 and cfg.steps == 7 and isinstance(cfg.steps, int) and cfg.lr_b == 0.02
 
 
+def test_value_reads_the_field_the_spec_names_for_a_tuned_arm_only():
+    exp = registry.get("tuned-toy")
+    spec = _spec(fields={"a": {"lr": "lr_a", "steps": "steps"}, "b": {"lr": "lr_b"}})
+    cfg = apply_point(spec, exp.config("quick"), "a", {"lr": 0.5, "steps": 7.0})
+    assert (spec.value(cfg, "a"), spec.value(cfg, "a", "steps"), spec.value(cfg, "b")) == (0.5, 7, 0.02)
+    with pytest.raises(ValueError, match=r"backbone must be one of \('a', 'b'\), got 'c'"):
+        spec.value(cfg, "c", name="backbone")
+
+
 def test_tuning_block_reports_the_record_the_used_values_and_tuned_seeds():
     exp = registry.get("tuned-toy")
     block = tuning_block(exp.tuning, exp.config("quick", {"lr_a": "0.05"}, seeds=[1001, 7]), [1001, 7])

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tenfold.utils.checks import check_choice
+
 DEV_SEEDS = tuple(range(1000, 1010))  # development (tuning) seeds: never claim seeds
 DEFAULT_TUNE_SEEDS = DEV_SEEDS[:2]
 
@@ -72,6 +74,12 @@ class TuningSpec:
     trial: Callable[[Any, str, int], dict]
     metric: str
     record: dict[str, ArmTuning] = field(default_factory=dict)
+
+    def value(self, cfg: Any, arm: str, param: str = "lr", name: str = "arm") -> float:
+        """The value ``cfg`` gives ``arm``'s tuned hyperparameter ``param`` (the config field ``fields``
+        names); ``ValueError`` naming ``name`` for an arm that is not tuned."""
+        check_choice(name, arm, self.fields)
+        return getattr(cfg, self.fields[arm][param])
 
     def check(self, name: str, presets: dict[str, Any]) -> None:
         """Every field exists in every preset's config, every record belongs to a tuned arm and tunes

@@ -37,6 +37,7 @@ from tenfold.train.amp import Amp, autocast
 from tenfold.train.loop import compare_convergence, fit, warmup_cosine
 from tenfold.tuning import ArmTuning, TuningSpec, final_loss
 from tenfold.utils.bench import time_fn
+from tenfold.utils.checks import check_choice
 from tenfold.utils.params import count_parameters
 from tenfold.utils.threads import one_thread
 
@@ -143,9 +144,7 @@ def model_config(cfg: Config, backbone: str, actions_in_context: bool = False) -
 
 def arm_lr(cfg: Config, backbone: str) -> float:
     """The AdamW learning rate of ``backbone`` ("xlstm" or "transformer"): the config field ``TUNING`` names."""
-    if backbone not in ARMS:
-        raise ValueError(f"backbone must be one of {ARMS}, got {backbone!r}")
-    return getattr(cfg, TUNING.fields[backbone]["lr"])
+    return TUNING.value(cfg, backbone, name="backbone")
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -474,8 +473,7 @@ def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
     the Transformer on a sliding window of its context) on development reset seeds
     ``dev_eval_seed_base + i`` (not the claims' evaluation seeds); ``loss`` the mean training loss over
     the last 10 % of the updates."""
-    if arm not in ARMS:
-        raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
+    check_choice("arm", arm, ARMS)
     data, tasks = dataset(cfg)
     model, losses = train(cfg, data, model_config(cfg, arm), seed)
     window = evaluation_modes(arm, cfg.context, ablations=False)[arm]

@@ -42,6 +42,7 @@ from tenfold.tasks.positional import IGNORE_INDEX, PositionalTask, SemanticTask
 from tenfold.train.amp import Amp, autocast
 from tenfold.train.loop import compare_convergence, fit, warmup_cosine
 from tenfold.tuning import ArmTuning, TuningSpec, final_loss
+from tenfold.utils.checks import check_choice
 
 # arm name -> RotaryEmbedding keyword arguments (p and truncate; base and head_dim come from the config)
 ARMS = {
@@ -479,8 +480,7 @@ def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
     ``"semantic-0.75-RoPE"``): the arm trained on the task at its lr in ``cfg``, as a claim run trains it,
     scored by :func:`dev_accuracy` at the training length (never the long test distances);
     ``loss`` the mean training loss over the last 10 % of the steps."""
-    if arm not in TUNING.fields:
-        raise ValueError(f"arm must be one of {list(TUNING.fields)}, got {arm!r}")
+    check_choice("arm", arm, TUNING.fields)
     task, _, name = arm.partition("-")
     device = torch.device("cpu")
     model, _, losses = train_task(cfg, task, name, seed, device)

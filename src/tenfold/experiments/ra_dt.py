@@ -167,9 +167,7 @@ def _to(steps: dict | None, device: torch.device) -> dict | None:
 # ----------------------------------------------------------------------------- training
 def arm_lr(cfg: Config, arm: str) -> float:
     """The AdamW learning rate of ``arm`` ("dt", "ad" or "radt"; the no-exclusion retrain is "radt")."""
-    if arm not in TUNED_ARMS:
-        raise ValueError(f"arm must be one of {TUNED_ARMS}, got {arm!r}")
-    return getattr(cfg, TUNING.fields[arm]["lr"])
+    return TUNING.value(cfg, arm)
 
 
 def _train(model, batch_fn, steps: int, cfg: Config, gen: torch.Generator, device: torch.device, *,
@@ -700,8 +698,7 @@ def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
     development seed's own split (never a claim seed's). ``score``: the mean normalised return over the
     last 5 evaluation episodes (the claims' last-5 return); ``loss``: the mean training loss over the
     last 10 % of the updates."""
-    if arm not in TUNED_ARMS:
-        raise ValueError(f"arm must be one of {TUNED_ARMS}, got {arm!r}")
+    check_choice("arm", arm, TUNED_ARMS)
     check_config(cfg)
     device = torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)

@@ -36,6 +36,7 @@ from tenfold.nn.structured import LowRankLinear, StructuredMLP
 from tenfold.train.loop import compare_convergence
 from tenfold.tuning import ArmTuning, TuningSpec, final_loss
 from tenfold.utils.bench import BenchRow, compare
+from tenfold.utils.checks import check_choice
 from tenfold.utils.threads import one_thread
 
 ARMS = ("dense", "lowrank63", "lowrank32", "lowrank32_sgt", "lowrank32_matched")  # matched after SGT: it needs its FLOPs
@@ -399,8 +400,7 @@ def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
     """One tuning trial (the CPU): ``arm`` trained for ``cfg.steps`` steps at its lr on development seed
     ``seed`` (paired init and batches as in the claim runs), scored by minus its validation loss on the
     development windows (:func:`dev_window`); ``loss`` is the mean training loss over the last 10 % of steps."""
-    if arm not in TUNED_ARMS:
-        raise ValueError(f"arm must be one of {TUNED_ARMS}, got {arm!r}")
+    check_choice("arm", arm, TUNED_ARMS)
     out = train_arm(cfg, arm, seed, "cpu", cfg.steps, dev=True)
     return {"score": -out["val_loss"], "loss": final_loss(out["losses"])}
 

@@ -38,7 +38,7 @@ from tenfold.experiment import ClaimSpec, Evaluation, Experiment, RunContext, pa
 from tenfold.optim.tam import TAM, AdaTAM, read_dampings
 from tenfold.train.loop import compare_convergence, online_updates
 from tenfold.tuning import ArmTuning, TuningSpec, final_loss
-from tenfold.utils.checks import check_range
+from tenfold.utils.checks import check_choice, check_range
 
 
 @dataclass
@@ -264,7 +264,7 @@ def _shift(cfg: Config, seed: int, device: torch.device = torch.device("cpu")) -
 
 def tuned_lr(cfg: Config, optimizer: str) -> float:
     """The lr of ``optimizer`` chosen on development seeds: the config field ``TUNING`` names."""
-    return getattr(cfg, ARM_LR[optimizer])
+    return TUNING.value(cfg, optimizer, name="optimizer")
 
 
 def matched_arm(optimizer: str, lr: float) -> str:
@@ -512,8 +512,7 @@ def tune_trial(cfg: Config, arm: str, seed: int) -> dict:
     development seed ``seed`` (its own teachers, inputs, minibatches and init: the generators are
     seeded from the seed, so no claim seed draws them), scored by its mean online accuracy over tasks
     2 to the last; ``loss`` is the mean training loss over the last 10 % of the steps."""
-    if arm not in OPTIMIZERS:
-        raise ValueError(f"arm must be one of {OPTIMIZERS}, got {arm!r}")
+    check_choice("arm", arm, OPTIMIZERS)
     stream = task_stream(cfg, seed)
     model = student(cfg, seed)
     out = _online(cfg, model, make_optimizer(cfg, arm, tuned_lr(cfg, arm), model.parameters()), stream)

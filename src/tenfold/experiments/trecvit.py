@@ -220,7 +220,7 @@ def evaluate_model(model, task: str, cfg: Config, frames: int, eval_seed: int | 
 def arm_lr(cfg: Config, task: str, arm: str) -> float:
     """The learning rate of ``arm`` on ``task``: its tuned value on 'direction', else the shared ``cfg.lr``."""
     if task == "direction" and arm in TUNING.fields:
-        return getattr(cfg, TUNING.fields[arm]["lr"])
+        return TUNING.value(cfg, arm)
     return cfg.lr
 
 
