@@ -227,20 +227,32 @@ class _Bucket:
         return self.params[0].device
 
 
-def read_dampings(logs: Sequence[Sequence[Tensor | None]]) -> list[float | None]:
-    """The :attr:`~TAM.last_damping` of each step whose :attr:`~TAM.last_damping_log` is in ``logs``,
-    with one read from the device for all of them (the same float arithmetic: the same values)."""
+def read_group_dampings(logs: Sequence[Sequence[Tensor | None]]) -> list[list[float | None]]:
+    """The :attr:`~TAM.last_group_damping` of each step whose :attr:`~TAM.last_damping_log` is in
+    ``logs`` (the mean d_t of each group, None where damping is off), with one read from the device
+    for all of them."""
     tensors = [d for log in logs for d in log if d is not None]
     values = torch.cat([d.to(tensors[0].device) for d in tensors]).tolist() if tensors else []  # (sum of n,)
-    dampings, at = [], 0
+    steps, at = [], 0
     for log in logs:
         group_means = []
         for d in log:
-            if d is not None:
-                n = d.numel()
-                group_means.append(sum(values[at:at + n]) / n)
-                at += n
-        dampings.append(sum(group_means) / len(group_means) if group_means else None)
+            if d is None:
+                group_means.append(None)
+            else:
+                group_means.append(sum(values[at:at + d.numel()]) / d.numel())
+                at += d.numel()
+        steps.append(group_means)
+    return steps
+
+
+def read_dampings(logs: Sequence[Sequence[Tensor | None]]) -> list[float | None]:
+    """The :attr:`~TAM.last_damping` of each step in ``logs`` (the mean over the groups with damping of
+    :func:`read_group_dampings`; None where no group has damping), with one read from the device."""
+    dampings = []
+    for group_means in read_group_dampings(logs):
+        logged = [m for m in group_means if m is not None]
+        dampings.append(sum(logged) / len(logged) if logged else None)
     return dampings
 
 
@@ -319,7 +331,7 @@ class _TorqueOptimizer(Optimizer):
     def last_group_damping(self) -> list[float | None]:
         """Mean d_t over the tensors of each group that took the last step (None where damping is
         off). Reading it copies a few numbers from the device."""
-        return [None if d is None else sum(d.tolist()) / d.numel() for d in self._damping_log]
+        return read_group_dampings([self._damping_log])[0]
 
     @property
     def last_damping(self) -> float | None:
